@@ -1,0 +1,278 @@
+"""The hand-run verbs: init, validate, plan, apply, get, delete."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from reconciler.cli.main import cli, make_target, target_options
+from reconciler.core.diagnostics import UserError
+
+OUTPUT = click.option("-o", "--output", "output", type=click.Choice(["text", "json"]), default="text",
+                      show_default=True, help="Output format.")
+
+
+def _out(stream=None):
+    from reconciler.cli.render import Out
+
+    return Out(stream or sys.stdout)
+
+
+def _print_diagnostics(diags, stream=None) -> None:
+    from reconciler.cli.render import diagnostics
+
+    diagnostics(_out(stream or sys.stderr), diags)
+
+
+# -- init ------------------------------------------------------------------------------------
+@cli.command()
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--template", default="dataproduct", show_default=True, help="Template to scaffold.")
+@click.option("--name", required=True, help="Name of the data product (lowercase, digits, dashes).")
+def init(directory: Path, template: str, name: str):
+    """Scaffold a new repository from a template (a data product that validates as written)."""
+    from reconciler.scaffold import scaffold
+
+    written = scaffold(directory, template, name)
+    out = _out()
+    out.line(f"Created {len(written)} files in {directory}:", "green")
+    for p in written:
+        out.line(f"  {p.relative_to(directory)}")
+    out.line(f"Next: cd {directory} && reconciler validate && reconciler plan")
+    return 0
+
+
+# -- validate --------------------------------------------------------------------------------
+@cli.command()
+@target_options
+@OUTPUT
+def validate(repo, ref, state_dir, paths, output):
+    """Parse, validate and resolve every artefact; print every error, not the first."""
+    from reconciler.engine.operations import load_desired
+
+    target = make_target(repo, ref, state_dir, paths)
+    desired = load_desired(target)
+    res = desired.resolution
+    diags = desired.diagnostics
+    errors = [d for d in diags if d.is_error]
+    files = len({r.file for r in res.resources.values()})
+    if output == "json":
+        _out().json({"valid": not errors, "commit": desired.source.commit, "resources": len(res.resources),
+                     "files": files, "errors": len(errors), "diagnostics": [d.to_json() for d in diags]})
+        return 1 if errors else 0
+    out = _out()
+    from reconciler.cli.render import diagnostics
+
+    diagnostics(out, diags)
+    if errors:
+        out.line(f"{len(errors)} error(s) in {len({d.file for d in errors})} file(s); "
+                 f"{len(res.resources)} resource(s) valid.", "red")
+        return 1
+    out.line(f"Valid: {len(res.resources)} resources in {files} files"
+             + (f" at commit {desired.source.commit[:8]}." if desired.source.commit else "."), "green")
+    return 0
+
+
+# -- plan ------------------------------------------------------------------------------------
+@cli.command()
+@target_options
+@click.option("--base", default=None, metavar="REF", help="Plan against the artefacts at REF instead of the recorded state (previews).")
+@click.option("-o", "--output", "output", type=click.Choice(["text", "markdown", "json"]), default="text", show_default=True)
+@click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Save the plan to FILE for `reconciler apply FILE`.")
+@click.option("--detailed-exitcode", is_flag=True, help="Exit 0 with no changes, 2 with changes, 1 on error.")
+@click.option("--max-prune", type=int, default=10, show_default=True, help="Hold plans deleting more resources than this.")
+@click.option("--allow-prune", is_flag=True, help="Do not hold a plan that deletes more than --max-prune resources.")
+def plan(repo, ref, state_dir, paths, base, output, out_file, detailed_exitcode, max_prune, allow_prune):
+    """Show the ordered actions that apply would take against the recorded state."""
+    from reconciler.cli import render
+    from reconciler.engine.operations import make_plan
+
+    target = make_target(repo, ref, state_dir, paths)
+    the_plan, desired = make_plan(target, base=base, max_prune=max_prune, allow_prune=allow_prune)
+    errors = [d for d in desired.diagnostics if d.is_error]
+    if output != "json":
+        _print_diagnostics(desired.diagnostics)
+    if out_file:
+        out_file.parent.mkdir(parents=True, exist_ok=True)
+        out_file.write_text(the_plan.dumps())
+    if output == "json":
+        _out().json(render.plan_json(the_plan))
+    elif output == "markdown":
+        sys.stdout.write(render.plan_markdown(the_plan))
+    else:
+        render.plan_text(_out(), the_plan)
+        if out_file:
+            _out().line(f"Saved the plan to {out_file}; apply it exactly with: reconciler apply {out_file}")
+    if errors:
+        if output == "text":
+            _out(sys.stderr).line(f"{len(errors)} error(s): resources in broken files keep their last applied state.", "red")
+        return 1
+    if detailed_exitcode:
+        return 2 if the_plan.has_changes else 0
+    return 0
+
+
+# -- apply -----------------------------------------------------------------------------------
+@cli.command()
+@click.argument("planfile", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@target_options
+@click.option("--auto-approve", is_flag=True, help="Apply without asking for confirmation.")
+@click.option("--allow-prune", is_flag=True, help="Apply even when the plan deletes more than --max-prune resources.")
+@click.option("--max-prune", type=int, default=10, show_default=True)
+@click.option("--parallelism", type=click.IntRange(1, 64), default=4, show_default=True,
+              help="How many independent resources to apply at once.")
+@OUTPUT
+def apply(planfile, repo, ref, state_dir, paths, auto_approve, allow_prune, max_prune, parallelism, output):
+    """Apply the plan in dependency order (or exactly the saved PLANFILE, refused if stale)."""
+    from reconciler.cli import render
+    from reconciler.core.plan import Plan
+    from reconciler.engine import operations
+
+    target = make_target(repo, ref, state_dir, paths)
+    out = _out()
+    quiet = output == "json"
+    if planfile:
+        try:
+            the_plan = Plan.from_json(json.loads(planfile.read_text()))
+        except FileNotFoundError:
+            raise UserError(f"plan file {planfile} does not exist")
+        except (ValueError, KeyError, TypeError) as e:
+            raise UserError(f"{planfile} is not a saved Reconciler plan: {e}",
+                            hint="make one with `reconciler plan --out FILE`")
+        saved = True
+    else:
+        the_plan, desired = operations.make_plan(target, max_prune=max_prune, allow_prune=allow_prune)
+        saved = False
+        errors = [d for d in desired.diagnostics if d.is_error]
+        if not quiet:
+            _print_diagnostics(desired.diagnostics)
+        if errors:
+            if quiet:
+                out.json({"ok": False, "applied": False, "diagnostics": [d.to_json() for d in desired.diagnostics],
+                          "plan": render.plan_json(the_plan)})
+            else:
+                out.line(f"{len(errors)} error(s): nothing was applied. Fix them and run apply again.", "red")
+            return 1
+        if not quiet:
+            render.plan_text(out, the_plan)
+    if the_plan.held and not allow_prune:
+        raise UserError(f"apply refused: {the_plan.held}")
+    if not the_plan.has_changes:
+        if quiet:
+            out.json({"ok": True, "applied": False, "results": [], "plan": render.plan_json(the_plan)})
+        return 0
+    if not saved and not auto_approve:
+        if not sys.stdin.isatty():
+            raise UserError("apply needs --auto-approve (or a saved plan file) when not run from a terminal")
+        answer = click.prompt("\nDo you want to perform these actions? Only 'yes' will be accepted", default="",
+                              show_default=False)
+        if answer.strip() != "yes":
+            out.line("Apply cancelled; nothing was changed.")
+            return 1
+    progress = _Progress(out, the_plan, enabled=not quiet)
+    with progress:
+        result = operations.apply(target, the_plan, parallelism=parallelism, on_event=progress.event, saved=saved,
+                                  allow_prune=allow_prune)
+    if quiet:
+        out.json({"ok": result.ok, "applied": True, "commit": the_plan.commit,
+                  "results": [r.to_json() for r in result.results]})
+    else:
+        counts = result.counts()
+        parts = ", ".join(f"{n} {phase}" for phase, n in sorted(counts.items()))
+        out.line(("Apply complete: " if result.ok else "Apply finished with failures: ") + parts + ".",
+                 "green" if result.ok else "red")
+    return 0 if result.ok else 1
+
+
+class _Progress:
+    """Per-resource lines, and a rich progress bar on a terminal; silent with -o json."""
+
+    def __init__(self, out, plan, enabled: bool):
+        self.out = out
+        self.enabled = enabled
+        self.total = len(plan.changes)
+        self.bar = None
+        self.task = None
+        import threading
+
+        self.lock = threading.Lock()
+
+    def __enter__(self):
+        if self.enabled and self.out.colour:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
+
+            self.bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                console=self.out.console, transient=True)
+            self.bar.__enter__()
+            self.task = self.bar.add_task("applying", total=self.total)
+        return self
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+    def event(self, kind, action, result):
+        if not self.enabled:
+            return
+        from reconciler.cli.render import COLOURS
+
+        with self.lock:
+            if kind == "start":
+                if self.bar is not None:
+                    self.bar.update(self.task, description=f"{action.symbol} {action.id}")
+                return
+            mark = "ok" if result.phase in ("Ready", "Deleted") else result.phase
+            text = f"  {action.symbol:>3} {action.id}: {result.phase}"
+            if result.message:
+                text += f" ({result.message})"
+            text += f" [{result.seconds:.2f}s]"
+            self.out.line(text, COLOURS.get(result.phase) if mark != "ok" else "green")
+            if self.bar is not None:
+                self.bar.advance(self.task)
+
+
+# -- get -------------------------------------------------------------------------------------
+TYPE_ALIASES = {
+    "workspaces": "workspace", "ws": "workspace", "depots": "depot", "workflows": "workflow", "wf": "workflow",
+    "policies": "policy", "services": "service", "svc": "service", "secrets": "secret", "stacks": "stack",
+    "operators": "operator", "bundles": "bundle", "dataproducts": "dataproduct", "dp": "dataproduct",
+    "products": "dataproduct", "resources": None, "all": None,
+}
+
+
+@cli.command()
+@click.argument("kind", required=False)
+@click.argument("name", required=False)
+@click.option("-w", "--workspace", default=None, help="Only this workspace.")
+@click.option("-o", "--output", "output", type=click.Choice(["table", "yaml", "json"]), default="table", show_default=True)
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
+def get(kind, name, workspace, output, state_dir):
+    """List resources with phase, health and applied commit; `get catalog` lists datasets."""
+    from reconciler.cli.getters import get_catalog, get_resources
+
+    target = make_target(".", None, state_dir, ())
+    if kind == "catalog":
+        return get_catalog(target.state_dir, name, workspace, output)
+    return get_resources(target.state_dir, kind, name, workspace, output)
+
+
+# -- delete ----------------------------------------------------------------------------------
+@cli.command()
+@click.argument("kind", required=False)
+@click.argument("name", required=False)
+@click.option("-f", "--file", "file_", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Delete the resources defined in this artefact file.")
+@click.option("-w", "--workspace", default=None, help="Workspace of a workspace-scoped resource (default public).")
+@click.option("--cascade", is_flag=True, help="Also delete the resources that depend on it (dependents first).")
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
+@click.option("--auto-approve", "--yes", "auto_approve", is_flag=True, help="Do not ask for confirmation.")
+@OUTPUT
+def delete(kind, name, file_, workspace, cascade, state_dir, auto_approve, output):
+    """Delete applied resources, dependents first; refuses while others depend on them unless --cascade."""
+    from reconciler.cli.getters import run_delete
+
+    target = make_target(".", None, state_dir, ())
+    return run_delete(target, kind, name, file_, workspace, cascade, auto_approve, output)

@@ -1,0 +1,131 @@
+"""The planner: desired resources + recorded state -> Plan. Pure.
+
+Rules (SPEC.md section 3):
+- desired and not recorded: create; recorded with another hash: update, or replace
+  when a field that forces replacement changed; same hash but last apply did not
+  finish Ready: update again (the reason says why).
+- recorded and not desired: delete, unless its document is invalid or its file is
+  broken (kept, never pruned because a file broke) or it is annotated
+  `reconciler/prune: "false"` (kept, reported).
+- more deletes than `max_prune`: the plan is held unless `allow_prune`.
+"""
+from __future__ import annotations
+
+from reconciler.core.graph import CycleError, Graph
+from reconciler.core.plan import CREATE, DELETE, KEEP, REPLACE, UPDATE, Action, Change, Plan
+from reconciler.core.record import READY, Record
+from reconciler.core.resolve import Resolution
+from reconciler.core.resource import Resource
+
+DEFAULT_MAX_PRUNE = 10
+
+
+def make_plan(resolution: Resolution, records: dict[str, Record], *, commit: str | None = None, source: str = "",
+              serial: int = 0, max_prune: int = DEFAULT_MAX_PRUNE, allow_prune: bool = False,
+              replace_fields: dict[str, tuple] | None = None, created_at: str = "") -> Plan:
+    if replace_fields is None:
+        from reconciler.core.resources import TYPES
+
+        replace_fields = {t: info.replace_fields for t, info in TYPES.items()}
+    desired = resolution.resources
+    actions: list[Action] = []
+    for rid in resolution.order:
+        r = desired[rid]
+        rec = records.get(rid)
+        a = _action_for(r, rec, replace_fields.get(r.type, ()))
+        if a is not None:
+            actions.append(a)
+
+    deletes, keeps = [], []
+    for rid, rec in records.items():
+        if rid in desired:
+            continue
+        base = dict(id=rid, type=rec.type, name=rec.name, workspace=rec.workspace, file=rec.file)
+        if rid in resolution.invalid_ids:
+            keeps.append(Action(action=KEEP, reason="kept: its document is invalid (see the errors above); "
+                                                    "its last applied state stays", **base))
+        elif rec.file and rec.file in resolution.broken_files:
+            keeps.append(Action(action=KEEP, reason=f"kept: its file {rec.file} has errors; never pruned because a file broke", **base))
+        elif not rec.prune:
+            keeps.append(Action(action=KEEP, reason='kept: left git but annotated reconciler/prune: "false"', **base))
+        else:
+            deletes.append(Action(action=DELETE, reason="no longer defined in git", **base))
+    actions.extend(order_deletes(deletes, records))
+    actions.extend(sorted(keeps, key=lambda a: a.id))
+
+    plan = Plan(actions=actions, commit=commit, source=source, state_serial=serial, created_at=created_at,
+                order=list(resolution.order),
+                diagnostics=[d.to_json() for d in resolution.diagnostics])
+    n_del = sum(1 for a in actions if a.action == DELETE)
+    if n_del > max_prune and not allow_prune:
+        plan.held = (f"this plan deletes {n_del} resources, more than max_prune ({max_prune}); "
+                     f"apply with --allow-prune if that is intended, or raise max_prune")
+    return plan
+
+
+def _action_for(r: Resource, rec: Record | None, replace_paths: tuple) -> Action | None:
+    base = dict(id=r.id, type=r.type, name=r.name, workspace=r.workspace, file=r.file, resource=r)
+    if rec is None or rec.hash is None:
+        reason = "new" if rec is None else f"never applied successfully (last phase {rec.phase})"
+        return Action(action=CREATE, reason=reason, changes=[], **base)
+    if rec.hash == r.hash:
+        if rec.phase == READY:
+            return None
+        why = {"Applying": "the last apply was interrupted", "Deleting": "the last delete was interrupted"}.get(
+            rec.phase, f"last apply ended {rec.phase}" + (f": {rec.message}" if rec.message else ""))
+        return Action(action=UPDATE, reason=f"retry: {why}", **base)
+    changes = diff_specs(rec.spec or {}, r.spec)
+    forced = [p for p in replace_paths if _get(rec.spec, p) != _get(r.spec, p)]
+    if forced:
+        return Action(action=REPLACE, reason="forces replacement: " + ", ".join(".".join(map(str, p)) for p in forced),
+                      changes=changes, **base)
+    return Action(action=UPDATE, reason="spec changed", changes=changes, **base)
+
+
+def _get(d, path):
+    for k in path:
+        if not isinstance(d, dict):
+            return None
+        d = d.get(k)
+    return d
+
+
+def order_deletes(deletes: list[Action], records: dict[str, Record]) -> list[Action]:
+    ids = {a.id for a in deletes}
+    g = Graph.build({a.id: {d for d in records[a.id].depends_on if d in ids} for a in deletes})
+    try:
+        order = g.topological()
+    except CycleError:
+        order = sorted(ids)
+    by_id = {a.id: a for a in deletes}
+    return [by_id[i] for i in reversed(order)]
+
+
+def _format_path(parts) -> str:
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
+
+
+def diff_specs(before: dict, after: dict) -> list[Change]:
+    """Field-level changes, paths like `workflow.dag[0].spec.steps[0].sql`. Only called for changed hashes."""
+    from deepdiff import DeepDiff  # lazy: deepdiff is slow to import
+
+    tree = DeepDiff(before, after, view="tree", verbose_level=2)
+    changes: list[Change] = []
+    for report, levels in tree.items():
+        kind = "added" if report.endswith("_added") else "removed" if report.endswith("_removed") else "changed"
+        for level in levels:
+            path = _format_path(level.path(output_format="list"))
+            before_v = None if kind == "added" else _plain(level.t1)
+            after_v = None if kind == "removed" else _plain(level.t2)
+            changes.append(Change(path=path, before=before_v, after=after_v, kind=kind))
+    changes.sort(key=lambda c: c.path)
+    return changes
+
+
+def _plain(v):
+    from deepdiff.helper import NotPresent
+
+    return None if isinstance(v, NotPresent) else v

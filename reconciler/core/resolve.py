@@ -1,0 +1,376 @@
+"""From loaded documents to resolved resources: models, ids, bundles, implicit dependencies, cycles.
+
+Pure: reads member files only through the `Source`, positions only through the `Locator`.
+A resource whose document is invalid is not returned but its id (when recognisable)
+lands in `invalid_ids`, so the planner keeps its last applied state instead of pruning it.
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+
+from reconciler.core import resources as models
+from reconciler.core.diagnostics import Diagnostic, error, warning
+from reconciler.core.documents import Document, Locator, Source
+from reconciler.core.graph import CycleError, Graph
+from reconciler.core.ids import DEFAULT_WORKSPACE, make_id, split_id
+from reconciler.core.resource import Resource
+
+BUNDLE_TYPES = ("bundle", "dataproduct")
+
+
+@dataclass
+class Resolution:
+    resources: dict[str, Resource] = field(default_factory=dict)
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+    invalid_ids: set[str] = field(default_factory=set)  # recognised but invalid: keep, never prune
+    broken_files: set[str] = field(default_factory=set)  # files with any error: their records are kept
+    member_files: set[str] = field(default_factory=set)  # files read as bundle members
+    order: list[str] = field(default_factory=list)  # topological (dependencies first)
+
+    @property
+    def has_errors(self) -> bool:
+        return any(d.is_error for d in self.diagnostics)
+
+
+@dataclass
+class _Doc:
+    """One artefact document, wherever it came from (a file, a member file, an inline member spec)."""
+
+    data: dict
+    file: str
+    doc_index: int
+    line: int
+    prefix: tuple = ()  # key path of `data` inside its YAML document (inline bundle members)
+    bundle: str | None = None
+    member_key: str | None = None
+
+
+def _suggest(word: str, candidates) -> str:
+    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+class Resolver:
+    def __init__(self, source: Source, locator: Locator, prior_ids: set[str] = frozenset(),
+                 prior_specs: dict[str, dict] | None = None, parse_member=None):
+        self.source = source
+        self.locator = locator
+        self.prior_ids = set(prior_ids)
+        self.prior_specs = prior_specs or {}
+        # parse_member(path) -> FileResult, for member files not already loaded
+        self.parse_member = parse_member
+        self.out = Resolution()
+        self._origin: dict[str, _Doc] = {}
+        self._models: dict = {}  # id -> validated pydantic model
+
+    # -- diagnostics -------------------------------------------------------------------------
+    def _place(self, d: Diagnostic, doc: _Doc) -> Diagnostic:
+        if d.file is not None and d.line is not None:
+            return d
+        path = tuple(doc.prefix) + tuple(d.path or ())
+        pos = self.locator.locate(doc.file, doc.doc_index, path) if self.locator else None
+        line, col = pos if pos else (doc.line, None)
+        return Diagnostic(d.severity, d.message, doc.file, line, col, d.hint)
+
+    def _error(self, doc: _Doc, message: str, path: tuple = (), hint: str | None = None) -> None:
+        self.out.diagnostics.append(self._place(error(message, path=path, hint=hint), doc))
+        self.out.broken_files.add(doc.file)
+
+    def _warn(self, doc: _Doc, message: str, path: tuple = (), hint: str | None = None) -> None:
+        self.out.diagnostics.append(self._place(warning(message, path=path, hint=hint), doc))
+
+    # -- entry point -------------------------------------------------------------------------
+    def resolve(self, files: dict, documents: list[Document]) -> Resolution:
+        """files: path -> FileResult of everything loaded; documents: the artefact documents."""
+        for fr in files.values():
+            if fr.broken:
+                self.out.broken_files.add(fr.path)
+                self.out.diagnostics.extend(fr.diagnostics)
+            else:
+                self.out.diagnostics.extend(d for d in fr.diagnostics if not d.is_error)
+        self.files = files
+        self.out.member_files = self._member_files(documents)
+        docs = [_Doc(d.data, d.file, d.index, d.line) for d in documents if d.file not in self.out.member_files]
+        for doc in docs:
+            self._add_document(doc)
+        self._link()
+        return self.out
+
+    def _member_files(self, documents: list[Document]) -> set[str]:
+        from reconciler.core.loader import read_member
+
+        found = set()
+        for d in documents:
+            t = d.data.get("type")
+            section = d.data.get(t) if t in BUNDLE_TYPES else None
+            members = section.get("resources") if isinstance(section, dict) else None
+            for m in members if isinstance(members, list) else ():
+                if isinstance(m, dict) and isinstance(m.get("file"), str):
+                    path, _ = read_member(self.source, d.file, m["file"])
+                    if path:
+                        found.add(path)
+        return found
+
+    # -- one document ------------------------------------------------------------------------
+    def _add_document(self, doc: _Doc) -> Resource | None:
+        model, diags = models.validate_document(doc.data)
+        if model is None or any(d.is_error for d in diags):
+            for d in diags:
+                self.out.diagnostics.append(self._place(d, doc))
+            self.out.broken_files.add(doc.file)
+            ident = models.identity(doc.data) if isinstance(doc.data, dict) else None
+            if ident:
+                self.out.invalid_ids.add(make_id(ident[0], ident[2], ident[1]))
+            return None
+        for d in diags:
+            self.out.diagnostics.append(self._place(d, doc))
+        spec = models.normalise(model)
+        type_ = spec["type"]
+        workspace = spec.get("workspace") if models.TYPES[type_].scope == "workspace" else None
+        if models.TYPES[type_].scope == "workspace" and not workspace:
+            workspace = DEFAULT_WORKSPACE
+            spec["workspace"] = workspace
+        rid = make_id(type_, spec["name"], workspace)
+        if rid in self._origin:
+            first = self._origin[rid]
+            first_line = self.locator.locate(first.file, first.doc_index, tuple(first.prefix)) if self.locator else None
+            where = f"{first.file}:{first_line[0] if first_line else first.line}"
+            self._error(doc, f"duplicate resource {rid}: also defined at {where}", ("name",),
+                        hint="rename one of them; ids are TYPE:NAME (TYPE:WORKSPACE/NAME for workspace-scoped types)")
+            return None
+        annotations = spec.get("annotations") or {}
+        res = Resource(id=rid, type=type_, name=spec["name"], workspace=workspace, spec=spec, file=doc.file,
+                       doc_index=doc.doc_index, line=doc.line, prune=annotations.get("reconciler/prune") != "false",
+                       bundle=doc.bundle)
+        self._origin[rid] = doc
+        self.out.resources[rid] = res
+        self._models[rid] = model
+        if type_ in BUNDLE_TYPES:
+            self._expand_bundle(res, doc)
+        return res
+
+    def _expand_bundle(self, bundle: Resource, doc: _Doc) -> None:
+        section = bundle.spec[bundle.type]
+        raw_section = doc.data.get(bundle.type) or {}
+        for i, ws in enumerate(section.get("workspaces") or []):
+            ws_doc = {"version": "v1", "type": "workspace", "name": ws["name"]}
+            if ws.get("description"):
+                ws_doc["description"] = ws["description"]
+            if bundle.spec.get("owner"):
+                ws_doc["owner"] = bundle.spec["owner"]
+            sub = _Doc(ws_doc, doc.file, doc.doc_index, doc.line, doc.prefix + (bundle.type, "workspaces", i),
+                       bundle.id, f"workspace:{ws['name']}")
+            self._add_document(sub)
+        members: dict[str, str] = {}  # member key -> resource id
+        member_deps: dict[str, list[str]] = {}
+        for i, m in enumerate(section.get("resources") or []):
+            mpath = doc.prefix + (bundle.type, "resources", i)
+            if m.get("file"):
+                path, diag = self._read_member_path(doc, m["file"], mpath + ("file",))
+                if path is None:
+                    continue
+                fr = self.files.get(path) or (self.parse_member(path) if self.parse_member else None)
+                if fr is None or fr.broken:
+                    if fr is not None and path not in self.files:
+                        self.out.diagnostics.extend(fr.diagnostics)
+                    self.out.broken_files.add(path)
+                    continue
+                arts = [d for d in fr.documents if d.is_artefact]
+                if len(arts) != 1:
+                    self._error(doc, f"bundle member '{m['id']}': file {path} must hold exactly one artefact, found {len(arts)}",
+                                mpath + ("file",))
+                    continue
+                data, sub = dict(arts[0].data), _Doc(None, path, arts[0].index, arts[0].line, (), bundle.id, m["id"])
+            else:
+                raw_spec = raw_section["resources"][i]["spec"] if _has(raw_section, i) else m["spec"]
+                data, sub = dict(raw_spec), _Doc(None, doc.file, doc.doc_index, doc.line, mpath + ("spec",), bundle.id, m["id"])
+            if data.get("type") in BUNDLE_TYPES:
+                self._error(doc, f"bundle member '{m['id']}' is a {data.get('type')}: bundles cannot nest", mpath)
+                continue
+            if m.get("workspace"):
+                if data.get("workspace") not in (None, m["workspace"]):
+                    self._error(doc, f"bundle member '{m['id']}' sets workspace '{m['workspace']}' but its document says "
+                                     f"'{data.get('workspace')}'", mpath + ("workspace",))
+                    continue
+                data["workspace"] = m["workspace"]
+            sub.data = data
+            res = self._add_document(sub)
+            if res is not None:
+                members[m["id"]] = res.id
+                member_deps[res.id] = m.get("dependencies") or []
+                bundle.depends_on.add(res.id)
+            else:
+                ident = models.identity(data)
+                if ident:
+                    bundle.depends_on.add(make_id(ident[0], ident[2], ident[1]))
+        for rid, keys in member_deps.items():
+            for k in keys:
+                if k in members:
+                    self.out.resources[rid].depends_on.add(members[k])
+        for rid in list(self.out.resources):
+            r = self.out.resources[rid]
+            if r.bundle == bundle.id and r.type == "workspace":
+                bundle.depends_on.add(rid)
+
+    def _read_member_path(self, doc: _Doc, rel: str, path: tuple):
+        from reconciler.core.loader import read_member
+
+        resolved, diag = read_member(self.source, doc.file, rel)
+        if diag is not None:
+            self._error(doc, diag.message, path, diag.hint)
+        return resolved, diag
+
+    # -- references and graph ----------------------------------------------------------------
+    def _link(self) -> None:
+        res = self.out.resources
+        known = set(res) | self.prior_ids | self.out.invalid_ids
+        writers: dict[str, set[str]] = {}
+        for r in res.values():
+            for ref in models.refs(self._models[r.id]):
+                if ref.kind == "write":
+                    writers.setdefault(ref.target, set()).add(r.id)
+        bad: set[str] = set()
+        for rid, r in list(res.items()):
+            doc = self._origin[rid]
+            model = self._models[rid]
+            if r.workspace:
+                ws_id = make_id("workspace", r.workspace)
+                if ws_id in known:
+                    r.depends_on.add(ws_id)
+                elif r.workspace != DEFAULT_WORKSPACE:
+                    self._error(doc, f"{r.type} '{r.name}': workspace '{r.workspace}' is not defined", ("workspace",),
+                                hint="add a `type: workspace` artefact, or list it in a bundle's workspaces"
+                                     + _suggest(r.workspace, [split_id(k)[2] for k in known if k.startswith("workspace:")]))
+                    bad.add(rid)
+            for ref in models.refs(model):
+                target = self._ref_target(r, ref, known, writers, doc)
+                if target is False:
+                    bad.add(rid)
+                elif target:
+                    r.depends_on.add(target)
+            for js in models.job_specs(model):
+                if not self._check_job_spec(r, js, doc):
+                    bad.add(rid)
+        for rid in bad:
+            self._drop(rid)
+        self._order()
+
+    def _ref_target(self, r: Resource, ref, known: set[str], writers: dict, doc: _Doc):
+        """The resource id a reference depends on; None for no edge; False when the reference is an error."""
+        kind, target = ref.kind, ref.target
+        what = f"{r.type} '{r.name}'"
+        if kind in ("read", "write"):
+            scheme, _, rest = target.partition("://")
+            owner, _, dataset = rest.partition("/")
+            if scheme == "depot":
+                if kind == "write":
+                    self._error(doc, f"{what}: cannot write into depot dataset {target}; outputs go to lake://WORKSPACE/TABLE", ref.path)
+                    return False
+                rid = make_id("depot", owner)
+                if rid in known:
+                    return rid
+                self._error(doc, f"{what}: dataset {target} names unknown depot '{owner}'"
+                            + _suggest(owner, [split_id(k)[2] for k in known if k.startswith("depot:")]), ref.path,
+                            hint="define the depot, or fix the address (depot://DEPOT/DATASET)")
+                return False
+            if scheme == "lake":
+                ws_id = make_id("workspace", owner)
+                if kind == "write":
+                    if r.type == "workflow" and owner != r.workspace:
+                        self._error(doc, f"{what}: output {target} is in workspace '{owner}', but a workflow may only "
+                                         f"write into its own workspace '{r.workspace}'", ref.path)
+                        return False
+                    return None
+                others = writers.get(target, set()) - {r.id}
+                if others:
+                    # several writers: depend on all of them
+                    for w in sorted(others)[1:]:
+                        r.depends_on.add(w)
+                    return sorted(others)[0]
+                if r.id in writers.get(target, set()):
+                    return None
+                if ws_id not in known and owner != DEFAULT_WORKSPACE:
+                    self._error(doc, f"{what}: dataset {target} is in unknown workspace '{owner}'", ref.path)
+                    return False
+                self._warn(doc, f"{what}: no workflow in this repository writes {target}", ref.path,
+                           hint="check the table name, or ignore this if the table is written outside Reconciler")
+                return ws_id if ws_id in known else None
+            self._error(doc, f"{what}: '{target}' is not a dataset address (depot://DEPOT/DATASET or lake://WORKSPACE/TABLE)", ref.path)
+            return False
+        if kind in ("stack", "operator"):
+            rid = make_id(kind, target)
+            if rid in known:
+                return rid
+            extra = models.BUILTIN_STACKS if kind == "stack" else ()
+            self._error(doc, f"{what}: unknown {kind} '{target}'"
+                        + _suggest(target, [split_id(k)[2] for k in known if k.startswith(kind + ":")] + list(extra)),
+                        ref.path, hint=f"built-in stacks: {', '.join(models.BUILTIN_STACKS)}" if kind == "stack" else None)
+            return False
+        if kind == "secret":
+            ws, _, name = target.rpartition("/")
+            rid = make_id("secret", name, ws or r.workspace or DEFAULT_WORKSPACE)
+            if rid in known:
+                return rid
+            self._error(doc, f"{what}: unknown secret '{name}' in workspace '{ws or r.workspace or DEFAULT_WORKSPACE}'", ref.path,
+                        hint="define a `type: secret` artefact there (its value comes from the environment or a file)")
+            return False
+        if kind == "resource":
+            rid = target
+            type_, ws, name = split_id(target)
+            if ws is None and type_ in models.TYPES and models.TYPES[type_].scope == "workspace":
+                rid = make_id(type_, name, r.workspace or DEFAULT_WORKSPACE)
+            if rid in known:
+                return rid
+            self._error(doc, f"{what}: depends_on names unknown resource '{target}'" + _suggest(rid, known), ref.path)
+            return False
+        return None
+
+    def _check_job_spec(self, r: Resource, js, doc: _Doc) -> bool:
+        runtime = self.out.resources.get(make_id(js.runtime_kind, js.runtime_name))
+        spec = runtime.spec if runtime else self.prior_specs.get(make_id(js.runtime_kind, js.runtime_name))
+        schema = ((spec or {}).get(js.runtime_kind) or {}).get("schema")
+        if not schema:
+            return True
+        from jsonschema import Draft202012Validator
+
+        ok = True
+        for e in sorted(Draft202012Validator(schema).iter_errors(js.spec), key=lambda e: list(e.absolute_path)):
+            ok = False
+            where = ".".join(str(p) for p in e.absolute_path) or "spec"
+            self._error(doc, f"{r.type} '{r.name}': job '{js.job}': {where}: {e.message} "
+                             f"(checked against the JSON Schema of {js.runtime_kind} '{js.runtime_name}')",
+                        tuple(js.path) + tuple(e.absolute_path))
+        return ok
+
+    def _drop(self, rid: str) -> None:
+        self.out.resources.pop(rid, None)
+        self.out.invalid_ids.add(rid)
+
+    def _order(self) -> None:
+        while True:
+            g = Graph.build({rid: r.depends_on for rid, r in self.out.resources.items()})
+            try:
+                self.out.order = g.topological()
+                return
+            except CycleError as e:
+                cycle = e.cycle
+                first = self._origin[cycle[0]]
+                shown = " -> ".join(f"{c} ({self._origin[c].file})" for c in cycle)
+                self._error(first, f"dependency cycle: {shown}", (),
+                            hint="remove one of these dependencies (depends_on, a dataset read, or a bundle dependency)")
+                for c in set(cycle):
+                    self._drop(c)
+
+
+def _has(raw_section, i) -> bool:
+    try:
+        return isinstance(raw_section["resources"][i]["spec"], dict)
+    except (KeyError, IndexError, TypeError):
+        return False
+
+
+def resolve(source: Source, locator: Locator, files: dict, documents: list[Document], prior_ids=frozenset(),
+            prior_specs=None, parse_member=None) -> Resolution:
+    return Resolver(source, locator, prior_ids, prior_specs, parse_member).resolve(files, documents)
+

@@ -1,0 +1,236 @@
+"""The operations the CLI and the daemon share: load desired state, plan, apply, delete.
+
+This is the only place that wires the pure core to git, the state store and the
+providers; the CLI only parses flags and renders what these return.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from reconciler.core.diagnostics import UserError
+from reconciler.core.plan import Plan
+from reconciler.core.record import Record
+from reconciler.core.resolve import Resolution
+
+
+@dataclass
+class Target:
+    """Where artefacts come from and where state lives (the common CLI flags)."""
+
+    repo: str = "."
+    ref: str | None = None
+    state_dir: Path = field(default_factory=lambda: Path(os.environ.get("RECONCILER_STATE_DIR") or ".reconciler"))
+    paths: list[str] | None = None
+
+
+@dataclass
+class Desired:
+    source: object
+    load: object  # LoadResult
+    resolution: Resolution
+
+    @property
+    def diagnostics(self):
+        return sorted(self.resolution.diagnostics, key=lambda d: d.sort_key())
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def open_source(target: Target):
+    from reconciler.gitops.source import open_source as _open
+
+    return _open(target.repo, target.ref, Path(target.state_dir))
+
+
+def load_desired(target: Target, records: dict[str, Record] | None = None, source=None) -> Desired:
+    from reconciler.core.loader import load
+    from reconciler.core.resolve import resolve
+    from reconciler.core.yamlload import YamlLocator, parse_file
+    from reconciler.store.doccache import DocCache
+
+    source = source or open_source(target)
+    cache = DocCache(Path(target.state_dir))
+    result = load(source, target.paths, cache=cache)
+    try:
+        cache.save()
+    except OSError:
+        pass  # a read-only state dir only loses the cache
+    records = records or {}
+
+    def parse_member(path: str):
+        return parse_file(path, source.read(path), "")
+
+    resolution = resolve(source, YamlLocator(source.read), result.files, result.documents,
+                         prior_ids=set(records), prior_specs={k: r.spec for k, r in records.items() if r.spec},
+                         parse_member=parse_member)
+    return Desired(source, result, resolution)
+
+
+def read_records(state_dir: Path) -> tuple[dict[str, Record], int]:
+    from reconciler.store.state import StateStore
+
+    with StateStore.open(Path(state_dir), read_only=True) as store:
+        return store.records(), store.serial
+
+
+def base_records(target: Target, base_ref: str) -> dict[str, Record]:
+    """The state a preview plans against: everything at `base_ref`, as if applied."""
+    from reconciler.core.record import READY
+
+    base = load_desired(Target(target.repo, base_ref, target.state_dir, target.paths))
+    return {rid: Record(id=rid, type=r.type, name=r.name, workspace=r.workspace, spec=r.spec, hash=r.hash,
+                        phase=READY, file=r.file, depends_on=sorted(r.depends_on), prune=r.prune, bundle=r.bundle)
+            for rid, r in base.resolution.resources.items()}
+
+
+def make_plan(target: Target, *, base: str | None = None, max_prune: int = 10, allow_prune: bool = False):
+    from reconciler.core.planner import make_plan as plan_
+
+    if base:
+        records, serial = base_records(target, base), 0
+    else:
+        records, serial = read_records(Path(target.state_dir))
+    desired = load_desired(target, records)
+    source = desired.source
+    plan = plan_(desired.resolution, records, commit=source.commit, source=_source_label(target),
+                 serial=serial, max_prune=max_prune, allow_prune=allow_prune, created_at=now_iso())
+    plan.base = base
+    return plan, desired
+
+
+def _source_label(target: Target) -> str:
+    repo = target.repo
+    if "://" in repo or repo.startswith("git@"):
+        return repo
+    return str(Path(repo).resolve())
+
+
+def apply(target: Target, plan: Plan, *, parallelism: int = 4, on_event=None, stop: threading.Event | None = None,
+          saved: bool = False, allow_prune: bool = False, purpose: str = "apply"):
+    """Apply `plan` under the state lock. A saved plan is refused when the state moved since it was made."""
+    from reconciler.engine.applier import apply_plan
+    from reconciler.providers.base import ApplyContext
+    from reconciler.providers.registry import get_provider
+    from reconciler.store.lock import StateLock
+    from reconciler.store.state import StateStore
+
+    if plan.base:
+        raise UserError("this plan is a preview against --base; previews are never applied",
+                        hint="run `reconciler plan` without --base to make an applicable plan")
+    if plan.held and not allow_prune:
+        raise UserError(f"apply refused: {plan.held}")
+    state_dir = Path(target.state_dir)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    with StateLock(state_dir, purpose), StateStore.open(state_dir) as store:
+        if saved and store.serial != plan.state_serial:
+            raise UserError(f"saved plan is stale: it was made at state serial {plan.state_serial}, "
+                            f"the state is now at serial {store.serial}",
+                            hint="run `reconciler plan --out FILE` again and apply the new plan")
+        records = store.records()
+        # the tree the plan was made from: the same commit, even if the branch moved since
+        source = open_source(Target(plan.source or target.repo, plan.commit, state_dir, target.paths)) \
+            if plan.commit else None
+        repo_dir = _repo_dir_factory(target, plan, state_dir, source)
+        resources = {a.id: a.resource for a in plan.actions if a.resource is not None}
+        ctx = ApplyContext(state_dir=state_dir, store=store, commit=plan.commit, repo_dir=repo_dir,
+                           resources=resources, records=records, environ=dict(os.environ))
+        return apply_plan(plan, ctx, get_provider, parallelism=parallelism, on_event=on_event, stop=stop)
+
+
+def _repo_dir_factory(target: Target, plan: Plan, state_dir: Path, source):
+    """The repository tree at the plan's commit as a local folder, materialised once on first use."""
+    lock = threading.Lock()
+    cached: list[Path] = []
+
+    def repo_dir() -> Path:
+        with lock:
+            if not cached:
+                src = source or open_source(target)
+                cached.append(Path(src.materialise(state_dir / "checkouts" / (src.commit or "worktree"))))
+            return cached[0]
+
+    return repo_dir
+
+
+def ids_in_file(path: Path) -> list[str]:
+    """Resource ids an artefact file defines (a bundle's file also names its members)."""
+    from reconciler.core import resources as models
+    from reconciler.core.ids import DEFAULT_WORKSPACE, make_id
+    from reconciler.core.yamlload import parse_file
+
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise UserError(f"cannot read {path}: {e.strerror}")
+    fr = parse_file(str(path), data, "")
+    if fr.broken:
+        raise UserError(f"{path} does not parse; nothing was deleted", diagnostics=fr.diagnostics)
+    ids = []
+    for doc in fr.documents:
+        ident = models.identity(doc.data) if doc.is_artefact else None
+        if ident:
+            type_, ws, name = ident
+            if models.TYPES.get(type_) and models.TYPES[type_].scope == "workspace":
+                ws = ws or DEFAULT_WORKSPACE
+            ids.append(make_id(type_, name, ws))
+    if not ids:
+        raise UserError(f"{path} defines no artefacts")
+    return ids
+
+
+def delete_resources(target: Target, ids: list[str], *, cascade: bool = False, confirm=None, on_event=None):
+    """Delete recorded resources (bundle members with their bundle), dependents first.
+
+    Refuses while other resources depend on them, unless `cascade`. `confirm(plan)` may veto.
+    """
+    import difflib
+
+    from reconciler.core.plan import DELETE, Action, Plan
+    from reconciler.core.planner import order_deletes
+    from reconciler.engine.applier import apply_plan
+    from reconciler.providers.base import ApplyContext
+    from reconciler.providers.registry import get_provider
+    from reconciler.store.lock import StateLock
+    from reconciler.store.state import StateStore
+
+    state_dir = Path(target.state_dir)
+    if not (state_dir / "state.duckdb").exists():
+        raise UserError(f"no state in {state_dir}: nothing has been applied there")
+    with StateLock(state_dir, "delete"), StateStore.open(state_dir) as store:
+        records = store.records()
+        wanted: set[str] = set()
+        for rid in ids:
+            if rid not in records:
+                close = difflib.get_close_matches(rid, list(records), n=3, cutoff=0.5)
+                raise UserError(f"{rid} is not applied in {state_dir}",
+                                hint=f"did you mean {', '.join(close)}?" if close else "list what is applied with `reconciler get`")
+            wanted.add(rid)
+            wanted |= {r.id for r in records.values() if r.bundle == rid}
+        dependents = _dependents(records, wanted) - wanted
+        if dependents and not cascade:
+            raise UserError(f"cannot delete {', '.join(sorted(ids))}: {len(dependents)} resource(s) depend on it: "
+                            f"{', '.join(sorted(dependents))}",
+                            hint="delete those first, or use --cascade to delete them too (dependents first)")
+        wanted |= dependents
+        actions = order_deletes([Action(id=rid, action=DELETE, type=records[rid].type, name=records[rid].name,
+                                         workspace=records[rid].workspace, file=records[rid].file,
+                                         reason="requested" if rid in ids else "depends on a deleted resource")
+                                  for rid in wanted], records)
+        plan = Plan(actions=actions, state_serial=store.serial, created_at=now_iso())
+        if confirm is not None and not confirm(plan):
+            return plan, None
+        ctx = ApplyContext(state_dir=state_dir, store=store, commit=None, repo_dir=lambda: Path(target.repo),
+                           resources={}, records=records, environ=dict(os.environ))
+        return plan, apply_plan(plan, ctx, get_provider, on_event=on_event)
+
+
+def _dependents(records: dict[str, Record], roots: set[str]) -> set[str]:
+    from reconciler.core.graph import Graph
+
+    return Graph.build({rid: set(r.depends_on) for rid, r in records.items()}).transitive_dependents(roots)

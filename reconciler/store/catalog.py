@@ -1,0 +1,150 @@
+"""The catalog: datasets with their columns, and registered data products.
+
+It lives in the state database beside the resource records (`store.catalog`).
+Each dataset is owned by the resource that found or writes it (a depot, a
+workflow), so re-introspecting a depot replaces exactly what it owned before.
+Catalog writes do not move the state serial: they describe the data, not the
+desired state a saved plan was made against.
+
+A dataset is given as a dict:
+    {"address": "depot://raw/transactions", "kind": "file", "workspace": None,
+     "format": "csv", "location": "/abs/data/transactions.csv", "row_count": 10,
+     "description": None, "tags": [], "columns": [{"name": "id", "type": "BIGINT", "tags": []}]}
+`kind` is where the data lives (file, duckdb, sqlite, postgres, lake); it defaults from the address.
+"""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from reconciler.store.state import StateStore
+
+_DATASET_COLUMNS = ("address", "kind", "owner_resource", "workspace", "format", "location", "row_count",
+                    "description", "tags", "updated_at")
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+def _tags(value) -> str:
+    return json.dumps(sorted(set(value or ())))
+
+
+def _dataset_dict(row: tuple) -> dict:
+    d = dict(zip(_DATASET_COLUMNS, row))
+    d["tags"] = json.loads(d["tags"]) if d["tags"] else []
+    return d
+
+
+class Catalog:
+    def __init__(self, store: "StateStore"):
+        self._store = store
+
+    # ---- datasets ------------------------------------------------------------------------
+
+    def replace_owner_datasets(self, owner_id: str, datasets: list[dict]) -> None:
+        """Make `datasets` exactly what `owner_id` owns, in one transaction. An address another
+        owner held before moves to this one."""
+        self._put(owner_id, datasets, replace=True)
+
+    def upsert_datasets(self, owner_id: str, datasets: list[dict]) -> None:
+        """Add or replace these datasets, leaving the owner's others alone (a workflow writing one
+        output at a time)."""
+        self._put(owner_id, datasets, replace=False)
+
+    def drop_owner(self, owner_id: str) -> None:
+        with self._store._transaction(_now(), bump_serial=False) as (conn, _):
+            conn.execute("DELETE FROM columns WHERE address IN "
+                         "(SELECT address FROM datasets WHERE owner_resource = ?)", [owner_id])
+            conn.execute("DELETE FROM datasets WHERE owner_resource = ?", [owner_id])
+
+    def drop_dataset(self, address: str) -> None:
+        with self._store._transaction(_now(), bump_serial=False) as (conn, _):
+            conn.execute("DELETE FROM columns WHERE address = ?", [address])
+            conn.execute("DELETE FROM datasets WHERE address = ?", [address])
+
+    def datasets(self, workspace: str | None = None, owner: str | None = None) -> list[dict]:
+        sql = f"SELECT {', '.join(_DATASET_COLUMNS)} FROM datasets WHERE 1 = 1"
+        params: list = []
+        if workspace is not None:
+            sql += " AND workspace = ?"
+            params.append(workspace)
+        if owner is not None:
+            sql += " AND owner_resource = ?"
+            params.append(owner)
+        with self._store._lock:
+            rows = self._store._conn.execute(sql + " ORDER BY address", params).fetchall()
+        return [_dataset_dict(r) for r in rows]
+
+    def dataset(self, address: str) -> dict | None:
+        with self._store._lock:
+            row = self._store._conn.execute(
+                f"SELECT {', '.join(_DATASET_COLUMNS)} FROM datasets WHERE address = ?", [address]).fetchone()
+        return _dataset_dict(row) if row else None
+
+    def columns(self, address: str) -> list[dict]:
+        with self._store._lock:
+            rows = self._store._conn.execute(
+                "SELECT address, name, type, ordinal, tags FROM columns WHERE address = ? ORDER BY ordinal",
+                [address]).fetchall()
+        return [{"address": a, "name": n, "type": t, "ordinal": o, "tags": json.loads(tags) if tags else []}
+                for a, n, t, o, tags in rows]
+
+    def _put(self, owner_id: str, datasets: list[dict], replace: bool) -> None:
+        now = _now()
+        by_address = {d["address"]: d for d in datasets}  # one row per address: the last wins
+        addresses = list(by_address)
+        ds_rows = []
+        col_rows = []
+        for address, d in by_address.items():
+            kind = d.get("kind") or address.partition("://")[0]
+            ds_rows.append((address, kind, owner_id, d.get("workspace"), d.get("format"), d.get("location"),
+                            d.get("row_count"), d.get("description"), _tags(d.get("tags")), now))
+            for ordinal, col in enumerate(d.get("columns") or (), start=1):
+                col_rows.append((address, col["name"], col.get("type"), ordinal, _tags(col.get("tags"))))
+        with self._store._transaction(now, bump_serial=False) as (conn, _):
+            if replace:
+                conn.execute("DELETE FROM columns WHERE address IN "
+                             "(SELECT address FROM datasets WHERE owner_resource = ?)", [owner_id])
+                conn.execute("DELETE FROM datasets WHERE owner_resource = ?", [owner_id])
+            conn.execute("DELETE FROM columns WHERE list_contains($1::VARCHAR[], address)", [addresses])
+            conn.execute("DELETE FROM datasets WHERE list_contains($1::VARCHAR[], address)", [addresses])
+            if ds_rows:
+                cols = [list(c) for c in zip(*ds_rows)]
+                conn.execute(
+                    "INSERT INTO datasets SELECT unnest($1::VARCHAR[]), unnest($2::VARCHAR[]), unnest($3::VARCHAR[]), "
+                    "unnest($4::VARCHAR[]), unnest($5::VARCHAR[]), unnest($6::VARCHAR[]), unnest($7::BIGINT[]), "
+                    "unnest($8::VARCHAR[]), unnest($9::VARCHAR[]), unnest($10::VARCHAR[])", cols)
+            if col_rows:
+                cols = [list(c) for c in zip(*col_rows)]
+                conn.execute(
+                    "INSERT INTO columns SELECT unnest($1::VARCHAR[]), unnest($2::VARCHAR[]), unnest($3::VARCHAR[]), "
+                    "unnest($4::INTEGER[]), unnest($5::VARCHAR[])", cols)
+
+    # ---- data products -------------------------------------------------------------------
+
+    def upsert_dataproduct(self, name: str, *, domain: str | None, owner: str | None, spec: dict) -> None:
+        now = _now()
+        with self._store._transaction(now, bump_serial=False) as (conn, _):
+            conn.execute(
+                "INSERT INTO dataproducts VALUES (?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
+                "domain = excluded.domain, owner = excluded.owner, spec = excluded.spec, "
+                "updated_at = excluded.updated_at",
+                [name, domain, owner, json.dumps(spec, sort_keys=True, default=str), now])
+
+    def drop_dataproduct(self, name: str) -> None:
+        with self._store._transaction(_now(), bump_serial=False) as (conn, _):
+            conn.execute("DELETE FROM dataproducts WHERE name = ?", [name])
+
+    def dataproducts(self) -> list[dict]:
+        with self._store._lock:
+            rows = self._store._conn.execute(
+                "SELECT name, domain, owner, spec, updated_at FROM dataproducts ORDER BY name").fetchall()
+        return [{"name": n, "domain": d, "owner": o, "spec": json.loads(s) if s else {}, "updated_at": u}
+                for n, d, o, s, u in rows]
+
+    def dataproduct(self, name: str) -> dict | None:
+        return next((p for p in self.dataproducts() if p["name"] == name), None)

@@ -1,0 +1,270 @@
+"""plan / apply / get through the real CLI on real git repos and real DuckDB state."""
+import json
+import re
+import subprocess
+import sys
+
+import duckdb
+import pytest
+
+from tests.conftest import run_cli
+from tests.cli import repos
+
+ENV = {"RECONCILER_TEST_TOKEN": "s3cr3t-value-never-shown"}
+
+
+def cli(repo, state, *args, env=ENV):
+    return run_cli(*args, "--repo", repo.path, "--state-dir", state, env=env)
+
+
+def apply(repo, state, *args, env=ENV):
+    return cli(repo, state, "apply", "--auto-approve", *args, env=env)
+
+
+def get_json(state, *args):
+    r = run_cli("get", *args, "--state-dir", state, "-o", "json")
+    assert r.code == 0, r
+    return r.json
+
+
+def phases(state) -> dict:
+    return {x["id"]: x["phase"] for x in get_json(state)}
+
+
+def test_plan_apply_get_and_idempotence(git_repo, state_dir):
+    commit = git_repo.commit(repos.basic(**{"secret.yaml": repos.SECRET}))
+    r = cli(git_repo, state_dir, "plan", "--detailed-exitcode")
+    assert r.code == 2, r
+    assert "+ workspace:payments" in r.out and "Plan: 5 to create" in r.out
+    r = apply(git_repo, state_dir)
+    assert r.code == 0, r
+    got = {x["id"]: x for x in get_json(state_dir)}
+    assert set(got) == {"workspace:payments", "depot:raw", "workflow:payments/daily", "policy:mask-cards",
+                        "secret:payments/api-token"}
+    assert all(x["phase"] == "Ready" and x["commit"] == commit for x in got.values())
+    # same commit twice changes nothing
+    r = cli(git_repo, state_dir, "plan", "--detailed-exitcode")
+    assert r.code == 0, r
+    assert "No changes" in r.out
+    r = apply(git_repo, state_dir)
+    assert r.code == 0 and "Apply complete" not in r.out
+    # the depot was introspected into the catalog
+    cat = run_cli("get", "catalog", "--state-dir", state_dir, "-o", "json").json
+    ds = {d["address"]: d for d in cat["datasets"]}
+    assert "depot://raw/transactions" in ds
+    assert [c["name"] for c in ds["depot://raw/transactions"]["columns"]] == ["id", "amount", "currency"]
+
+
+def test_secret_values_never_show(git_repo, state_dir):
+    git_repo.commit(repos.basic(**{"secret.yaml": repos.SECRET}))
+    outputs = [apply(git_repo, state_dir, "-o", "json"), apply(git_repo, state_dir)]
+    outputs += [run_cli("get", "--state-dir", state_dir, "-o", o) for o in ("json", "yaml", "table")]
+    outputs += [cli(git_repo, state_dir, "plan", "-o", o) for o in ("json", "markdown", "text")]
+    for r in outputs:
+        assert ENV["RECONCILER_TEST_TOKEN"] not in r.out + r.err
+    for f in state_dir.rglob("*"):
+        if f.is_file():
+            assert ENV["RECONCILER_TEST_TOKEN"].encode() not in f.read_bytes(), f
+    sec = get_json(state_dir, "secret", "api-token", "-w", "payments")
+    assert sec["phase"] == "Ready" and len(sec["outputs"]["fingerprint"]) == 16
+
+
+def test_missing_secret_value_fails_that_resource_only(git_repo, state_dir):
+    git_repo.commit(repos.basic(**{"secret.yaml": repos.SECRET}))
+    r = apply(git_repo, state_dir, env={})
+    assert r.code == 1
+    assert "RECONCILER_TEST_TOKEN" in r.out
+    p = phases(state_dir)
+    assert p["secret:payments/api-token"] == "Failed" and p["depot:raw"] == "Ready"
+
+
+def test_update_shows_a_field_level_diff(git_repo, state_dir):
+    git_repo.commit(repos.basic())
+    assert apply(git_repo, state_dir).code == 0
+    git_repo.commit({"workflows/daily.yaml": repos.WORKFLOW.replace("amount > 0", "amount >= 1")})
+    r = cli(git_repo, state_dir, "plan", "--detailed-exitcode")
+    assert r.code == 2
+    assert "~ workflow:payments/daily" in r.out
+    assert 'workflow.dag[0].spec.steps[0].sql: "SELECT * FROM raw WHERE amount > 0" -> "SELECT * FROM raw WHERE amount >= 1"' in r.out
+    j = cli(git_repo, state_dir, "plan", "-o", "json").json
+    (action,) = [a for a in j["actions"] if a["action"] != "keep"]
+    assert action["action"] == "update" and action["changes"][0]["path"] == "workflow.dag[0].spec.steps[0].sql"
+    md = cli(git_repo, state_dir, "plan", "-o", "markdown").out
+    assert md.startswith("### Reconciler plan") and "| `~` | `workflow:payments/daily` |" in md
+
+
+def test_changing_a_depot_kind_replaces_it(git_repo, state_dir, tmp_path):
+    import sqlite3
+
+    git_repo.commit(repos.basic())
+    assert apply(git_repo, state_dir).code == 0
+    db = git_repo.path / "data" / "raw.sqlite"
+    with sqlite3.connect(db) as c:
+        c.execute("CREATE TABLE transactions (id INTEGER, amount REAL)")
+    git_repo.commit({"depots/raw.yaml": repos.DEPOT.replace("kind: file", "kind: sqlite")
+                    .replace("path: data/tx", "path: data/raw.sqlite").replace("  format: csv\n", "")})
+    r = cli(git_repo, state_dir, "plan")
+    assert "-/+ depot:raw" in r.out and "forces replacement: depot.kind" in r.out, r
+    assert apply(git_repo, state_dir).code == 0
+    assert phases(state_dir)["depot:raw"] == "Ready"
+
+
+def test_saved_plan_applies_exactly_or_is_refused_as_stale(git_repo, state_dir, tmp_path):
+    git_repo.commit(repos.basic())
+    plan_file = tmp_path / "p.json"
+    r = cli(git_repo, state_dir, "plan", "--out", plan_file)
+    assert r.code == 0 and plan_file.exists()
+    # the branch moves on after the plan was saved: the saved plan still applies what it showed
+    git_repo.commit(repos.depots(1))
+    r = run_cli("apply", plan_file, "--state-dir", state_dir)
+    assert r.code == 0, r
+    assert "depot:extra-0" not in phases(state_dir)
+    # state moved since this second plan was saved: refused, nothing applied
+    stale = tmp_path / "stale.json"
+    assert cli(git_repo, state_dir, "plan", "--out", stale).code == 0
+    git_repo.commit(repos.depots(2))
+    assert apply(git_repo, state_dir).code == 0
+    before = phases(state_dir)
+    r = run_cli("apply", stale, "--state-dir", state_dir)
+    assert r.code == 1 and "stale" in r.err, r
+    assert phases(state_dir) == before
+    r = run_cli("apply", tmp_path / "nope.json", "--state-dir", state_dir)
+    assert r.code == 1 and "does not exist" in r.err
+
+
+def test_apply_without_a_terminal_needs_auto_approve(git_repo, state_dir):
+    git_repo.commit(repos.basic())
+    r = cli(git_repo, state_dir, "apply")
+    assert r.code == 1 and "--auto-approve" in r.err
+    assert run_cli("get", "--state-dir", state_dir, "-o", "json").json == []
+
+
+def test_prune_deletes_what_left_git_but_never_for_a_broken_file(git_repo, state_dir):
+    git_repo.commit(repos.basic(**repos.depots(2)))
+    assert apply(git_repo, state_dir).code == 0
+    # a broken file keeps its resources
+    git_repo.commit({"depots/extra-0.yaml": "version: v1\ntype: depot\nname: extra-0\ndepot: {kind: file, path: [\n"})
+    r = cli(git_repo, state_dir, "plan")
+    assert r.code == 1
+    assert "= depot:extra-0" in r.out and "never pruned" in r.out, r
+    r = apply(git_repo, state_dir)
+    assert r.code == 1 and "nothing was applied" in r.out
+    assert "depot:extra-0" in phases(state_dir)
+    # a removed file prunes; prune: "false" keeps
+    annotated = repos.DEPOT.replace("name: raw", "name: extra-1") + "annotations: {reconciler/prune: \"false\"}\n"
+    git_repo.commit({"depots/extra-1.yaml": annotated})
+    assert apply(git_repo, state_dir).code == 0
+    git_repo.commit({"depots/extra-0.yaml": None, "depots/extra-1.yaml": None})
+    r = cli(git_repo, state_dir, "plan")
+    assert "- depot:extra-0" in r.out and "= depot:extra-1" in r.out and "prune" in r.out, r
+    assert apply(git_repo, state_dir).code == 0
+    p = phases(state_dir)
+    assert "depot:extra-0" not in p and p["depot:extra-1"] == "Ready"
+
+
+def test_a_plan_over_max_prune_is_held(git_repo, state_dir):
+    git_repo.commit(repos.basic(**repos.depots(11)))
+    assert apply(git_repo, state_dir).code == 0
+    git_repo.commit({k: None for k in repos.depots(11)})
+    r = cli(git_repo, state_dir, "plan")
+    assert "Held" in r.out and "max_prune" in r.out
+    r = apply(git_repo, state_dir)
+    assert r.code == 1 and "--allow-prune" in r.err
+    assert len(phases(state_dir)) == 15
+    r = apply(git_repo, state_dir, "--allow-prune")
+    assert r.code == 0, r
+    assert len(phases(state_dir)) == 4
+
+
+def test_a_failed_depot_blocks_its_dependents_only(git_repo, state_dir):
+    files = repos.basic()
+    files.pop("data/tx/transactions.csv")
+    git_repo.commit(files)
+    r = apply(git_repo, state_dir)
+    assert r.code == 1
+    assert "data/tx" in r.out and "does not exist" in r.out
+    p = phases(state_dir)
+    assert p["depot:raw"] == "Failed"
+    assert p["workflow:payments/daily"] == "Blocked"
+    assert p["workspace:payments"] == "Ready" and p["policy:mask-cards"] == "Ready"
+    msg = get_json(state_dir, "workflow", "daily", "-w", "payments")["message"]
+    assert "depot:raw" in msg
+    # fixing the data converges
+    git_repo.commit({"data/tx/transactions.csv": repos.CSV})
+    assert apply(git_repo, state_dir).code == 0
+    assert set(phases(state_dir).values()) == {"Ready"}
+
+
+def test_base_plans_a_preview_against_another_ref(git_repo, state_dir):
+    git_repo.commit(repos.basic())
+    git_repo.repo.branches.local.create("feature", git_repo.repo.head.peel())
+    git_repo.repo.checkout("refs/heads/feature")
+    git_repo.commit(repos.depots(1))
+    r = cli(git_repo, state_dir, "plan", "--base", "main", "-o", "markdown")
+    assert r.code == 0, r
+    assert "against `main`" in r.out and "| `+` | `depot:extra-0` |" in r.out
+    assert "workspace:payments" not in r.out
+    assert not (state_dir / "state.duckdb").exists()
+
+
+def test_second_apply_is_refused_while_the_lock_is_held(git_repo, state_dir):
+    git_repo.commit(repos.basic())
+    state_dir.mkdir(parents=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys; from pathlib import Path; from reconciler.store.lock import StateLock\n"
+         f"with StateLock(Path({str(state_dir)!r}), 'apply'):\n"
+         "    print('locked', flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        r = apply(git_repo, state_dir)
+        assert r.code == 1
+        assert "locked" in r.err and str(holder.pid) in r.err
+    finally:
+        holder.stdin.close()
+        holder.wait(10)
+    assert apply(git_repo, state_dir).code == 0
+
+
+def test_delete_refuses_dependents_unless_cascade(git_repo, state_dir):
+    git_repo.commit(repos.basic())
+    assert apply(git_repo, state_dir).code == 0
+    r = run_cli("delete", "depot", "raw", "--state-dir", state_dir, "--auto-approve")
+    assert r.code == 1 and "workflow:payments/daily" in r.err and "--cascade" in r.err
+    assert "depot:raw" in phases(state_dir)
+    r = run_cli("delete", "depot", "raw", "--state-dir", state_dir, "--auto-approve", "--cascade")
+    assert r.code == 0, r
+    p = phases(state_dir)
+    assert "depot:raw" not in p and "workflow:payments/daily" not in p and "workspace:payments" in p
+    r = run_cli("delete", "-f", git_repo.path / "policies" / "mask.yaml", "--state-dir", state_dir, "--auto-approve")
+    assert r.code == 0, r
+    assert "policy:mask-cards" not in phases(state_dir)
+    r = run_cli("delete", "depot", "nope", "--state-dir", state_dir, "--auto-approve")
+    assert r.code == 1 and "not applied" in r.err
+
+
+def test_get_filters_and_formats(git_repo, state_dir):
+    git_repo.commit(repos.basic())
+    assert apply(git_repo, state_dir).code == 0
+    r = run_cli("get", "workflows", "--state-dir", state_dir)
+    assert r.code == 0 and "daily" in r.out and "Ready" in r.out and "raw" not in r.out
+    r = run_cli("get", "depot", "raw", "--state-dir", state_dir, "-o", "yaml")
+    assert r.code == 0 and "phase: Ready" in r.out
+    r = run_cli("get", "wrkflow", "--state-dir", state_dir)
+    assert r.code == 1 and "did you mean 'workflow'" in r.err
+    r = run_cli("get", "depot", "nope", "--state-dir", state_dir)
+    assert r.code == 1
+
+
+def test_init_scaffolds_a_product_that_validates(tmp_path):
+    r = run_cli("init", tmp_path / "my-product", "--template", "dataproduct", "--name", "card-payments")
+    assert r.code == 0, r
+    r = run_cli("validate", "--repo", tmp_path / "my-product")
+    assert r.code == 0, r
+    r = run_cli("apply", "--auto-approve", "--repo", tmp_path / "my-product", "--state-dir", tmp_path / "st")
+    assert r.code == 0, r
+    r = run_cli("init", tmp_path / "my-product", "--name", "card-payments")
+    assert r.code == 1 and "not empty" in r.err
+    r = run_cli("init", tmp_path / "x", "--name", "Card Payments")
+    assert r.code == 1

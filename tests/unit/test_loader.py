@@ -1,0 +1,265 @@
+"""The loader: which files count, ignore rules as git has them, the parse cache, bundle member paths."""
+from __future__ import annotations
+
+import pickle
+import shutil
+import subprocess
+from pathlib import Path
+
+import pygit2
+import pytest
+
+from reconciler.core.documents import Document, FileResult
+from reconciler.core.loader import IgnoreRules, load, read_member
+from reconciler.gitops.source import GitSource, WorkTreeSource
+from reconciler.store.doccache import DocCache
+
+DEPOT = "version: v1\ntype: depot\nname: {name}\n"
+
+
+def write(root: Path, files: dict[str, str | bytes]) -> Path:
+    for rel, content in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content.encode() if isinstance(content, str) else content)
+    return root
+
+
+class RecordingSource(WorkTreeSource):
+    """A real folder source that notes which files were read."""
+
+    def __init__(self, root):
+        super().__init__(root)
+        self.reads: list[str] = []
+
+    def read(self, path):
+        self.reads.append(path)
+        return super().read(path)
+
+
+def test_loads_yaml_files_in_path_order_and_keeps_only_artefacts(tmp_path):
+    source = WorkTreeSource(write(tmp_path / "repo", {
+        "z.yaml": DEPOT.format(name="z"),
+        "a/b.yml": DEPOT.format(name="b") + "---\n" + DEPOT.format(name="b2"),
+        "a/values.yaml": "replicas: 3\n",  # other YAML, not an artefact
+        "a/half.yaml": "type: depot\nname: h\n",  # one of the two keys: the resolver's error, so kept
+        "notes.txt": "version: v1\n",
+        "data.json": "{}",
+        ".reconciler/cache/x.yaml": DEPOT.format(name="state"),
+    }))
+
+    result = load(source)
+
+    assert list(result.files) == ["a/b.yml", "a/half.yaml", "a/values.yaml", "z.yaml"]
+    assert [(d.file, d.index, d.data["name"]) for d in result.documents] == [
+        ("a/b.yml", 0, "b"), ("a/b.yml", 1, "b2"), ("a/half.yaml", 0, "h"), ("z.yaml", 0, "z")]
+    assert result.diagnostics == [] and result.broken_files == set()
+
+
+def test_broken_files_and_their_diagnostics(tmp_path):
+    source = WorkTreeSource(write(tmp_path / "repo", {
+        "good.yaml": DEPOT.format(name="good"),
+        "tabs.yaml": "version: v1\n\ttype: depot\n",
+        "dup.yaml": "version: v1\nversion: v2\n",
+    }))
+
+    result = load(source)
+
+    assert result.broken_files == {"tabs.yaml", "dup.yaml"}
+    assert [d.data["name"] for d in result.documents] == ["good"]
+    assert sorted((d.file, d.line) for d in result.diagnostics) == [("dup.yaml", 2), ("tabs.yaml", 2)]
+
+
+def test_paths_limit_the_tree(tmp_path):
+    source = WorkTreeSource(write(tmp_path / "repo", {
+        "teams/a/x.yaml": DEPOT.format(name="x"), "teams/ab/y.yaml": DEPOT.format(name="y"),
+        "other/z.yaml": DEPOT.format(name="z"), "top.yaml": DEPOT.format(name="t"),
+    }))
+
+    assert list(load(source, ["teams/a"]).files) == ["teams/a/x.yaml"]
+    assert list(load(source, ["./teams/a/", "top.yaml"]).files) == ["teams/a/x.yaml", "top.yaml"]
+    assert len(load(source, ["."]).files) == len(load(source, None).files) == 4
+
+
+def test_oversized_file_is_refused_before_it_is_read(tmp_path):
+    source = RecordingSource(write(tmp_path / "repo", {"big.yaml": "a: 1\n" * 100, "small.yaml": "a: 1\n"}))
+
+    result = load(source, max_bytes=100)
+
+    assert result.broken_files == {"big.yaml"}
+    assert result.diagnostics[0].message == "file is 500 bytes, over the 100 bytes limit"
+    assert source.reads == ["small.yaml"]
+
+
+def test_loads_from_a_git_commit(tmp_path):
+    repo = pygit2.init_repository(str(tmp_path / "r.git"), bare=True, initial_head="main")
+    sig = pygit2.Signature("T", "t@example.com")
+    index = pygit2.Index()
+    for path, text in {"p/a.yaml": DEPOT.format(name="a"), "p/.reconcilerignore": "skip/\n",
+                       "p/skip/b.yaml": DEPOT.format(name="b"), "c.yaml": DEPOT.format(name="c")}.items():
+        index.add(pygit2.IndexEntry(path, repo.create_blob(text.encode()), pygit2.enums.FileMode.BLOB))
+    commit = repo.create_commit("refs/heads/main", sig, sig, "m", index.write_tree(repo), [])
+
+    result = load(GitSource(repo, str(commit), prefix="p"))
+
+    assert [(d.file, d.data["name"]) for d in result.documents] == [("a.yaml", "a")]
+    assert result.files["a.yaml"].blob_id == str(pygit2.hash(DEPOT.format(name="a").encode()))
+
+
+IGNORE_PATTERNS = """\
+# comments and blank lines are ignored
+
+*.yml
+!keep.yml
+build/
+/anchored.yaml
+**/gen/*.yaml
+docs/**/draft*.yaml
+secret
+!secret/ok.yaml
+nested/deep/x.yaml
+logs/
+!logs/important.yaml
+tmp*/
+\\#hash.yaml
+space\\ name.yaml
+a/**/b
+*.bak.yaml
+!/sub/*.bak.yaml
+trailing.yaml\\ \\ 
+"""
+
+IGNORE_CANDIDATES = [
+    "a.yaml", "a.yml", "keep.yml", "sub/keep.yml", "build/x.yaml", "sub/build/y.yaml", "anchored.yaml",
+    "sub/anchored.yaml", "gen/a.yaml", "x/gen/b.yaml", "x/gen/c/d.yaml", "docs/draft1.yaml",
+    "docs/a/b/draft2.yaml", "docs/final.yaml", "secret/ok.yaml", "secret/no.yaml", "nested/deep/x.yaml",
+    "other/nested/deep/x.yaml", "logs/important.yaml", "logs/a.yaml", "tmp1/a.yaml", "tmpfile.yaml",
+    "#hash.yaml", "space name.yaml", "a/b", "a/x/y/b/c.yaml", "q.bak.yaml", "sub/q.bak.yaml",
+    "sub/d/q.bak.yaml", "trailing.yaml  ",
+]
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="the git command is needed to compare with check-ignore")
+def test_ignore_rules_agree_with_git_check_ignore(tmp_path):
+    root = tmp_path / "repo"
+    pygit2.init_repository(str(root))
+    write(root, {".gitignore": IGNORE_PATTERNS, ".reconcilerignore": IGNORE_PATTERNS})
+    write(root, {path: "a: 1\n" for path in IGNORE_CANDIDATES})
+    proc = subprocess.run(["git", "check-ignore", "--stdin", "-z"], cwd=root, capture_output=True,
+                          input="\0".join(IGNORE_CANDIDATES).encode() + b"\0")
+    assert proc.returncode in (0, 1), proc.stderr
+    git_ignored = set(proc.stdout.decode().split("\0")) - {""}
+
+    rules = IgnoreRules(IGNORE_PATTERNS.splitlines())
+    ours = {path for path in IGNORE_CANDIDATES if rules.ignored(path)}
+
+    assert ours == git_ignored
+    assert 8 < len(ours) < len(IGNORE_CANDIDATES) - 5  # the comparison says something both ways
+
+
+def test_reconcilerignore_applies_to_loading(tmp_path):
+    source = WorkTreeSource(write(tmp_path / "repo", {
+        ".reconcilerignore": "drafts/\n*.local.yaml\n!keep.local.yaml\n",
+        "drafts/a.yaml": DEPOT.format(name="a"), "b.local.yaml": DEPOT.format(name="b"),
+        "keep.local.yaml": DEPOT.format(name="k"), "c.yaml": DEPOT.format(name="c"),
+    }))
+    assert list(load(source).files) == ["c.yaml", "keep.local.yaml"]
+
+
+def test_cache_hit_skips_parsing_and_moves_results_to_the_new_path(tmp_path):
+    text = DEPOT.format(name="a") + "bad: [\n"
+    source = RecordingSource(write(tmp_path / "repo", {"old/a.yaml": text}))
+    cache = DocCache(tmp_path / "state")
+    first = load(source, cache=cache)
+    assert first.broken_files == {"old/a.yaml"} and source.reads == ["old/a.yaml"]
+
+    shutil.move(tmp_path / "repo" / "old", tmp_path / "repo" / "new")  # same blob, another path
+    source.reads.clear()
+    second = load(source, cache=cache)
+
+    assert source.reads == []
+    assert second.broken_files == {"new/a.yaml"}
+    assert [(d.file, d.line) for d in second.diagnostics] == [("new/a.yaml", first.diagnostics[0].line)]
+
+
+def test_cache_result_is_what_the_loader_uses(tmp_path):
+    source = RecordingSource(write(tmp_path / "repo", {"a.yaml": DEPOT.format(name="real")}))
+    blob = dict(source.list_files())["a.yaml"]
+    cache = DocCache(tmp_path / "state")
+    cache.put(blob, FileResult("elsewhere.yaml", blob, [Document("elsewhere.yaml", 0, 1, {"version": "v1", "type": "depot",
+                                                                                          "name": "cached"}, blob)]))
+    result = load(source, cache=cache)
+    assert source.reads == []
+    assert [(d.file, d.data["name"]) for d in result.documents] == [("a.yaml", "cached")]
+
+
+def test_doc_cache_round_trip(tmp_path):
+    state = tmp_path / "state"
+    source = WorkTreeSource(write(tmp_path / "repo", {
+        "a.yaml": DEPOT.format(name="a") + "---\n" + DEPOT.format(name="b"), "bad.yaml": "a: 1\na: 2\n"}))
+    cache = DocCache(state)
+    fresh = load(source, cache=cache)
+    assert cache.save() is True
+    assert cache.save() is False  # nothing new
+
+    reloaded = DocCache(state)
+    assert len(reloaded) == 2
+    again = load(source, cache=reloaded)
+    assert again.files == fresh.files
+    assert reloaded.save() is False  # hits only: nothing to write
+    assert [p.name for p in (state / "cache").iterdir()] == ["documents.pickle"]  # no temp files left
+
+
+def test_doc_cache_ignores_corrupt_and_outdated_files(tmp_path):
+    state = tmp_path / "state"
+    (state / "cache").mkdir(parents=True)
+    cache_file = state / "cache" / "documents.pickle"
+    cache_file.write_bytes(b"\x80\x05 certainly not a pickle")
+    assert len(DocCache(state)) == 0
+
+    cache_file.write_bytes(pickle.dumps({"format": ("reconciler-doccache", 0), "entries": {"x": ("a", (), ())}}))
+    assert DocCache(state).get("x") is None
+
+    cache = DocCache(state)
+    cache.put("blob", FileResult("a.yaml", "blob"))
+    assert cache.save()
+    assert DocCache(state).get("blob") == FileResult("a.yaml", "blob")
+
+
+def test_doc_cache_drops_unused_entries_past_its_limit(tmp_path):
+    old = DocCache(tmp_path, max_entries=2)
+    for blob in ("b1", "b2", "b3"):
+        old.put(blob, FileResult(f"{blob}.yaml", blob))
+    old.save()
+    assert len(DocCache(tmp_path)) == 3  # all used in that run
+
+    cache = DocCache(tmp_path, max_entries=2)
+    cache.get("b1")
+    cache.put("b4", FileResult("b4.yaml", "b4"))
+    cache.save()
+    assert sorted(DocCache(tmp_path)._entries) == ["b1", "b4"]
+
+
+@pytest.mark.parametrize("base, rel, expected, message", [
+    ("bundles/p/bundle.yaml", "depot.yaml", "bundles/p/depot.yaml", None),
+    ("bundles/p/bundle.yaml", "./sub/../depot.yaml", "bundles/p/depot.yaml", None),
+    ("bundles/p/bundle.yaml", "../shared/wf.yaml", "bundles/shared/wf.yaml", None),
+    ("bundle.yaml", "bundles/p/depot.yaml", "bundles/p/depot.yaml", None),
+    ("bundles/p/bundle.yaml", "../../../etc/passwd", None, "bundle member '../../../etc/passwd' resolves outside the repository"),
+    ("bundles/p/bundle.yaml", "/etc/passwd", None, "bundle member '/etc/passwd' is an absolute path"),
+    ("bundles/p/bundle.yaml", "C:\\x.yaml", None, "is an absolute path"),
+    ("bundles/p/bundle.yaml", "missing.yaml", None,
+     "bundle member file 'missing.yaml' does not exist (looked for bundles/p/missing.yaml)"),
+    ("bundles/p/bundle.yaml", "..", None, "does not exist"),
+    ("bundles/p/bundle.yaml", "", None, "bundle member file name is empty"),
+])
+def test_read_member(tmp_path, base, rel, expected, message):
+    source = WorkTreeSource(write(tmp_path / "repo", {
+        "bundles/p/bundle.yaml": "x: 1\n", "bundles/p/depot.yaml": "x: 1\n", "bundles/shared/wf.yaml": "x: 1\n",
+        "bundle.yaml": "x: 1\n"}))
+    path, diagnostic = read_member(source, base, rel)
+    assert path == expected
+    if message is None:
+        assert diagnostic is None
+    else:
+        assert message in diagnostic.message and diagnostic.file == base and diagnostic.is_error
