@@ -66,7 +66,12 @@ def make_plan(resolution: Resolution, records: dict[str, Record], *, commit: str
 def _action_for(r: Resource, rec: Record | None, replace_paths: tuple) -> Action | None:
     base = dict(id=r.id, type=r.type, name=r.name, workspace=r.workspace, file=r.file, resource=r)
     if rec is None or rec.hash is None:
-        reason = "new" if rec is None else f"never applied successfully (last phase {rec.phase})"
+        if rec is None:
+            reason = "new"
+        elif rec.phase == "Applying":
+            reason = "new; the last apply was interrupted before it finished"
+        else:
+            reason = f"new; never applied successfully (last phase {rec.phase})"
         return Action(action=CREATE, reason=reason, changes=[], **base)
     if rec.hash == r.hash:
         if rec.phase == READY:

@@ -226,7 +226,7 @@ def _prefix_in_work_tree(repo: pygit2.Repository, path: Path) -> str:
     if repo.is_bare or repo.workdir is None:
         return ""
     rel = os.path.relpath(os.path.realpath(path), os.path.realpath(repo.workdir)).replace(os.sep, "/")
-    if rel == "." or rel.startswith("..") or rel.split("/")[0] == ".git":
+    if rel in (".", "..") or rel.startswith("../") or rel.split("/")[0] == ".git":
         return ""
     return rel
 

@@ -152,7 +152,7 @@ def test_prune_deletes_what_left_git_but_never_for_a_broken_file(git_repo, state
     assert "depot:extra-0" in phases(state_dir)
     # a removed file prunes; prune: "false" keeps
     annotated = repos.DEPOT.replace("name: raw", "name: extra-1") + "annotations: {reconciler/prune: \"false\"}\n"
-    git_repo.commit({"depots/extra-1.yaml": annotated})
+    git_repo.commit({"depots/extra-1.yaml": annotated, **repos.depots(1)})
     assert apply(git_repo, state_dir).code == 0
     git_repo.commit({"depots/extra-0.yaml": None, "depots/extra-1.yaml": None})
     r = cli(git_repo, state_dir, "plan")

@@ -64,4 +64,4 @@ def test_unreachable_postgres_fails_the_depot_with_the_reason(git_repo, state_di
     assert r.code == 1
     assert "127.0.0.1:1" in r.out and "pw-xyz" not in r.out + r.err
     got = {x["id"]: x["phase"] for x in run_cli("get", "--state-dir", state_dir, "-o", "json").json}
-    assert got == {"depot:merchants-pg": "Failed", "secret:pg-password": "Ready"}
+    assert got == {"depot:merchants-pg": "Failed", "secret:public/pg-password": "Ready"}

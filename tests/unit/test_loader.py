@@ -13,15 +13,13 @@ from reconciler.core.documents import Document, FileResult
 from reconciler.core.loader import IgnoreRules, load, read_member
 from reconciler.gitops.source import GitSource, WorkTreeSource
 from reconciler.store.doccache import DocCache
+from tests.conftest import write_files
 
 DEPOT = "version: v1\ntype: depot\nname: {name}\n"
 
 
 def write(root: Path, files: dict[str, str | bytes]) -> Path:
-    for rel, content in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(content.encode() if isinstance(content, str) else content)
+    write_files(root, files)
     return root
 
 

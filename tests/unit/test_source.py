@@ -12,6 +12,7 @@ from reconciler.core.diagnostics import UserError
 from reconciler.gitops.source import (
     COMPLETE_MARK, GitSource, WorkTreeSource, is_url, mirror_path, open_source, redact_url,
 )
+from tests.conftest import write_files
 
 SIG = pygit2.Signature("Test", "test@example.com")
 
@@ -233,10 +234,8 @@ def test_materialise_writes_the_subtree_once(tmp_path):
 
 def test_work_tree_source_hashes_like_git_and_skips_state_and_links(tmp_path):
     root = tmp_path / "plain"
-    for rel, text in {"a.yaml": "a: 1\n", "d/b.yml": "b: 2\n", ".reconciler/cache/x.yaml": "x\n",
-                      "d/.git/config.yaml": "g\n", "sub/.reconciler/y.yaml": "y\n"}.items():
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_text(text)
+    write_files(root, {"a.yaml": "a: 1\n", "d/b.yml": "b: 2\n", ".reconciler/cache/x.yaml": "x\n",
+                       "d/.git/config.yaml": "g\n", "sub/.reconciler/y.yaml": "y\n"})
     os.symlink(root / "a.yaml", root / "link.yaml")
     os.symlink(root / "d", root / "linked-dir")
 

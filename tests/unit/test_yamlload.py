@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import yaml
 
 from reconciler.core.yamlload import YamlLocator, check_size, parse_file
+from tests.conftest import SHARED  # the shared folder beside the clone (a copy of it in CI)
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 YAML_TEST_SUITE = SHARED / "corpora" / "yaml-test-suite"
 
 
