@@ -14,7 +14,7 @@ from reconciler.core.diagnostics import Diagnostic, error, warning
 from reconciler.core.documents import Document, Locator, Source
 from reconciler.core.graph import CycleError, Graph
 from reconciler.core.ids import DEFAULT_WORKSPACE, make_id, split_id
-from reconciler.core.resource import Resource
+from reconciler.core.resource import Resource, spec_hash
 
 BUNDLE_TYPES = ("bundle", "dataproduct")
 
@@ -44,6 +44,32 @@ class _Doc:
     prefix: tuple = ()  # key path of `data` inside its YAML document (inline bundle members)
     bundle: str | None = None
     member_key: str | None = None
+    memo_key: tuple | None = None  # (blob id, document index[, workspace override]) when the result may be cached
+
+
+@dataclass(frozen=True)
+class Validated:
+    """What validating one document yields; pure function of the document, so it is cached by blob id."""
+
+    spec: dict | None  # normalised document, None when invalid
+    hash: str
+    refs: tuple
+    job_specs: tuple
+    diagnostics: tuple  # with key paths, not yet placed
+    identity: tuple | None  # (type, workspace, name) even for an invalid document
+
+
+def validate(data) -> Validated:
+    model, diags = models.validate_document(data)
+    if model is None or any(d.is_error for d in diags):
+        ident = models.identity(data) if isinstance(data, dict) else None
+        return Validated(None, "", (), (), tuple(diags), ident)
+    spec = models.normalise(model)
+    type_ = spec["type"]
+    if models.TYPES[type_].scope == "workspace" and not spec.get("workspace"):
+        spec["workspace"] = DEFAULT_WORKSPACE
+    return Validated(spec, spec_hash(spec), tuple(models.refs(model)), tuple(models.job_specs(model)), tuple(diags),
+                     (type_, spec.get("workspace"), spec["name"]))
 
 
 def _suggest(word: str, candidates) -> str:
@@ -53,8 +79,9 @@ def _suggest(word: str, candidates) -> str:
 
 class Resolver:
     def __init__(self, source: Source, locator: Locator, prior_ids: set[str] = frozenset(),
-                 prior_specs: dict[str, dict] | None = None, parse_member=None):
+                 prior_specs: dict[str, dict] | None = None, parse_member=None, memo=None):
         self.source = source
+        self.memo = memo  # get(key) / put(key, Validated), e.g. the state dir's DocCache
         self.locator = locator
         self.prior_ids = set(prior_ids)
         self.prior_specs = prior_specs or {}
@@ -62,7 +89,7 @@ class Resolver:
         self.parse_member = parse_member
         self.out = Resolution()
         self._origin: dict[str, _Doc] = {}
-        self._models: dict = {}  # id -> validated pydantic model
+        self._validated: dict[str, Validated] = {}  # id -> its validation result
 
     # -- diagnostics -------------------------------------------------------------------------
     def _place(self, d: Diagnostic, doc: _Doc) -> Diagnostic:
@@ -91,7 +118,8 @@ class Resolver:
                 self.out.diagnostics.extend(d for d in fr.diagnostics if not d.is_error)
         self.files = files
         self.out.member_files = self._member_files(documents)
-        docs = [_Doc(d.data, d.file, d.index, d.line) for d in documents if d.file not in self.out.member_files]
+        docs = [_Doc(d.data, d.file, d.index, d.line, memo_key=(d.blob_id, d.index) if d.blob_id else None)
+                for d in documents if d.file not in self.out.member_files]
         for doc in docs:
             self._add_document(doc)
         self._link()
@@ -113,24 +141,28 @@ class Resolver:
         return found
 
     # -- one document ------------------------------------------------------------------------
+    def _validate(self, doc: _Doc) -> Validated:
+        if self.memo is not None and doc.memo_key is not None:
+            hit = self.memo.get(doc.memo_key)
+            if hit is not None:
+                return hit
+        v = validate(doc.data)
+        if self.memo is not None and doc.memo_key is not None:
+            self.memo.put(doc.memo_key, v)
+        return v
+
     def _add_document(self, doc: _Doc) -> Resource | None:
-        model, diags = models.validate_document(doc.data)
-        if model is None or any(d.is_error for d in diags):
-            for d in diags:
-                self.out.diagnostics.append(self._place(d, doc))
-            self.out.broken_files.add(doc.file)
-            ident = models.identity(doc.data) if isinstance(doc.data, dict) else None
-            if ident:
-                self.out.invalid_ids.add(make_id(ident[0], ident[2], ident[1]))
-            return None
-        for d in diags:
+        v = self._validate(doc)
+        for d in v.diagnostics:
             self.out.diagnostics.append(self._place(d, doc))
-        spec = models.normalise(model)
+        if v.spec is None:
+            self.out.broken_files.add(doc.file)
+            if v.identity:
+                self.out.invalid_ids.add(make_id(v.identity[0], v.identity[2], v.identity[1]))
+            return None
+        spec = v.spec
         type_ = spec["type"]
         workspace = spec.get("workspace") if models.TYPES[type_].scope == "workspace" else None
-        if models.TYPES[type_].scope == "workspace" and not workspace:
-            workspace = DEFAULT_WORKSPACE
-            spec["workspace"] = workspace
         rid = make_id(type_, spec["name"], workspace)
         if rid in self._origin:
             first = self._origin[rid]
@@ -142,10 +174,10 @@ class Resolver:
         annotations = spec.get("annotations") or {}
         res = Resource(id=rid, type=type_, name=spec["name"], workspace=workspace, spec=spec, file=doc.file,
                        doc_index=doc.doc_index, line=doc.line, prune=annotations.get("reconciler/prune") != "false",
-                       bundle=doc.bundle)
+                       bundle=doc.bundle, hash=v.hash)
         self._origin[rid] = doc
         self.out.resources[rid] = res
-        self._models[rid] = model
+        self._validated[rid] = v
         if type_ in BUNDLE_TYPES:
             self._expand_bundle(res, doc)
         return res
@@ -181,7 +213,9 @@ class Resolver:
                     self._error(doc, f"bundle member '{m['id']}': file {path} must hold exactly one artefact, found {len(arts)}",
                                 mpath + ("file",))
                     continue
-                data, sub = dict(arts[0].data), _Doc(None, path, arts[0].index, arts[0].line, (), bundle.id, m["id"])
+                data = dict(arts[0].data)
+                sub = _Doc(None, path, arts[0].index, arts[0].line, (), bundle.id, m["id"],
+                           memo_key=(arts[0].blob_id, arts[0].index, m.get("workspace")) if arts[0].blob_id else None)
             else:
                 raw_spec = raw_section["resources"][i]["spec"] if _has(raw_section, i) else m["spec"]
                 data, sub = dict(raw_spec), _Doc(None, doc.file, doc.doc_index, doc.line, mpath + ("spec",), bundle.id, m["id"])
@@ -200,10 +234,6 @@ class Resolver:
                 members[m["id"]] = res.id
                 member_deps[res.id] = m.get("dependencies") or []
                 bundle.depends_on.add(res.id)
-            else:
-                ident = models.identity(data)
-                if ident:
-                    bundle.depends_on.add(make_id(ident[0], ident[2], ident[1]))
         for rid, keys in member_deps.items():
             for k in keys:
                 if k in members:
@@ -227,13 +257,13 @@ class Resolver:
         known = set(res) | self.prior_ids | self.out.invalid_ids
         writers: dict[str, set[str]] = {}
         for r in res.values():
-            for ref in models.refs(self._models[r.id]):
+            for ref in self._validated[r.id].refs:
                 if ref.kind == "write":
                     writers.setdefault(ref.target, set()).add(r.id)
         bad: set[str] = set()
         for rid, r in list(res.items()):
             doc = self._origin[rid]
-            model = self._models[rid]
+            v = self._validated[rid]
             if r.workspace:
                 ws_id = make_id("workspace", r.workspace)
                 if ws_id in known:
@@ -243,13 +273,13 @@ class Resolver:
                                 hint="add a `type: workspace` artefact, or list it in a bundle's workspaces"
                                      + _suggest(r.workspace, [split_id(k)[2] for k in known if k.startswith("workspace:")]))
                     bad.add(rid)
-            for ref in models.refs(model):
+            for ref in v.refs:
                 target = self._ref_target(r, ref, known, writers, doc)
                 if target is False:
                     bad.add(rid)
                 elif target:
                     r.depends_on.add(target)
-            for js in models.job_specs(model):
+            for js in v.job_specs:
                 if not self._check_job_spec(r, js, doc):
                     bad.add(rid)
         for rid in bad:
@@ -371,6 +401,6 @@ def _has(raw_section, i) -> bool:
 
 
 def resolve(source: Source, locator: Locator, files: dict, documents: list[Document], prior_ids=frozenset(),
-            prior_specs=None, parse_member=None) -> Resolution:
-    return Resolver(source, locator, prior_ids, prior_specs, parse_member).resolve(files, documents)
+            prior_specs=None, parse_member=None, memo=None) -> Resolution:
+    return Resolver(source, locator, prior_ids, prior_specs, parse_member, memo).resolve(files, documents)
 

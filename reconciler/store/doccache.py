@@ -19,10 +19,28 @@ from reconciler.core.documents import Document, FileResult
 from reconciler.core.loader import gc_paused
 from reconciler.core.yamlload import PARSER_VERSION
 
+def _models_fingerprint() -> str:
+    """Validation results are cached too: any change to the models' or resolver's code invalidates them."""
+    import hashlib
+
+    import reconciler.core.resolve as resolve_module
+    import reconciler.core.resources as resources_package
+
+    h = hashlib.sha1()
+    files = sorted(Path(resources_package.__file__).parent.glob("*.py")) + [Path(resolve_module.__file__),
+                                                                            Path(__file__).parent.parent / "core" / "resource.py"]
+    for f in files:
+        try:
+            h.update(f.read_bytes())
+        except OSError:
+            h.update(f.name.encode())
+    return h.hexdigest()
+
+
 # Any change to what an entry holds or to what the parser yields must change this;
 # Diagnostic objects are pickled as they are, so their fields are part of it.
-FORMAT = ("reconciler-doccache", 1, PARSER_VERSION, sys.version_info[:2],
-          tuple(f.name for f in fields(Diagnostic)))
+FORMAT = ("reconciler-doccache", 2, PARSER_VERSION, sys.version_info[:2],
+          tuple(f.name for f in fields(Diagnostic)), _models_fingerprint())
 CACHE_FILE = "documents.pickle"
 # Entries not used in this run are dropped on save once the cache holds more than this.
 MAX_ENTRIES = 200_000
@@ -35,20 +53,36 @@ class DocCache:
     def __init__(self, state_dir: Path, max_entries: int = MAX_ENTRIES):
         self.path = Path(state_dir) / "cache" / CACHE_FILE
         self.max_entries = max_entries
-        self._entries: dict[str, Entry] = self._read()
+        self._entries, self._validated = self._read()
         self._used: set[str] = set()
+        self._used_validated: set = set()
         self._dirty = False
 
-    def _read(self) -> dict[str, Entry]:
+    def _read(self) -> tuple[dict[str, Entry], dict]:
         try:
             data = self.path.read_bytes()
             with gc_paused():
                 stored = pickle.loads(data)
         except Exception:  # absent, truncated, written by other code: start empty
-            return {}
+            return {}, {}
         if not isinstance(stored, dict) or stored.get("format") != FORMAT or not isinstance(stored.get("entries"), dict):
-            return {}
-        return stored["entries"]
+            return {}, {}
+        return stored["entries"], stored.get("validated") or {}
+
+    # -- validation results, keyed by (blob id, document index[, workspace override]) ------------------
+    def get_validated(self, key):
+        hit = self._validated.get(key)
+        if hit is not None:
+            self._used_validated.add(key)
+        return hit
+
+    def put_validated(self, key, value) -> None:
+        self._validated[key] = value
+        self._used_validated.add(key)
+        self._dirty = True
+
+    def validation_memo(self) -> "ValidationMemo":
+        return ValidationMemo(self)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -76,21 +110,31 @@ class DocCache:
         A cache that cannot be written (read-only or full disk) is skipped, not an error."""
         if not self._dirty:
             return False
-        entries = self._entries
+        entries, validated = self._entries, self._validated
         if len(entries) > self.max_entries:
             entries = {blob: entry for blob, entry in entries.items() if blob in self._used}
+        if len(validated) > self.max_entries:
+            validated = {k: v for k, v in validated.items() if k in self._used_validated}
         tmp = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=".documents-", dir=self.path.parent)
             with os.fdopen(fd, "wb") as f:
-                pickle.dump({"format": FORMAT, "entries": entries}, f, protocol=5)
+                pickle.dump({"format": FORMAT, "entries": entries, "validated": validated}, f, protocol=5)
             os.replace(tmp, self.path)
         except OSError:
             if tmp is not None:
                 Path(tmp).unlink(missing_ok=True)
             return False
-        self._entries = entries
+        self._entries, self._validated = entries, validated
         self._dirty = False
         return True
+
+
+class ValidationMemo:
+    """The get/put view of a DocCache that the resolver takes as its `memo`."""
+
+    def __init__(self, cache: DocCache):
+        self.get = cache.get_validated
+        self.put = cache.put_validated
 
