@@ -60,7 +60,7 @@ def load_desired(target: Target, records: dict[str, Record] | None = None, sourc
     # what was built is frozen out of later collections.
     with gc_paused():
         desired = _load_desired(target, source, cache, records)
-    gc.freeze()
+        gc.freeze()  # before the GC is on again, or its first pass scans everything built here
     return desired
 
 

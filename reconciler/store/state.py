@@ -162,15 +162,23 @@ class StateStore:
     def begin(self, resource: Resource | Record, commit: str | None, action: str) -> None:
         """Mark an attempt before the provider runs. A Record is accepted for deletes of
         resources that left git (there is no Resource for them any more)."""
+        self.bulk_begin([(resource, commit, action)])
+
+    def bulk_begin(self, items: Iterable[tuple[Resource | Record, str | None, str]]) -> None:
         now = _now()
-        phase = DELETING if action == "delete" else APPLYING
-        target = resource.hash if isinstance(resource, Resource) else None
-        deps = sorted(resource.depends_on)
-        row = self._row(resource.id, resource.type, resource.name, resource.workspace, now,
-                        target_hash=target, phase=phase, message=f"{action} in progress", file=resource.file,
-                        depends_on=_dumps(deps), prune=resource.prune, bundle=resource.bundle)
-        self._write([row], ", ".join(f'"{c}" = excluded."{c}"' for c in _SET_BEGIN),
-                    [(resource.id, action, phase, row["message"], commit, target)], now)
+        rows: dict[str, dict] = {}
+        history = []
+        for resource, commit, action in items:
+            phase = DELETING if action == "delete" else APPLYING
+            target = resource.hash if isinstance(resource, Resource) else None
+            row = self._row(resource.id, resource.type, resource.name, resource.workspace, now,
+                            target_hash=target, phase=phase, message=f"{action} in progress", file=resource.file,
+                            depends_on=_dumps(sorted(resource.depends_on)), prune=resource.prune,
+                            bundle=resource.bundle)
+            rows[resource.id] = row
+            history.append((resource.id, action, phase, row["message"], commit, target))
+        if rows:
+            self._write(list(rows.values()), ", ".join(f'"{c}" = excluded."{c}"' for c in _SET_BEGIN), history, now)
 
     def finish(self, resource_id: str, phase: str, message: str, *, resource: Resource | None = None,
                commit: str | None = None, outputs: dict | None = None) -> None:
