@@ -91,10 +91,10 @@ def plan(repo, ref, state_dir, paths, base, output, out_file, detailed_exitcode,
     from reconciler.engine.operations import make_plan
 
     target = make_target(repo, ref, state_dir, paths)
-    the_plan, desired = make_plan(target, base=base, max_prune=max_prune, allow_prune=allow_prune)
-    errors = [d for d in desired.diagnostics if d.is_error]
+    the_plan, diags = make_plan(target, base=base, max_prune=max_prune, allow_prune=allow_prune)
+    errors = [d for d in diags if d.is_error]
     if output != "json":
-        _print_diagnostics(desired.diagnostics)
+        _print_diagnostics(diags)
     if out_file:
         out_file.parent.mkdir(parents=True, exist_ok=True)
         out_file.write_text(the_plan.dumps())
@@ -144,14 +144,14 @@ def apply(planfile, repo, ref, state_dir, paths, auto_approve, allow_prune, max_
                             hint="make one with `reconciler plan --out FILE`")
         saved = True
     else:
-        the_plan, desired = operations.make_plan(target, max_prune=max_prune, allow_prune=allow_prune)
+        the_plan, diags = operations.make_plan(target, max_prune=max_prune, allow_prune=allow_prune)
         saved = False
-        errors = [d for d in desired.diagnostics if d.is_error]
+        errors = [d for d in diags if d.is_error]
         if not quiet:
-            _print_diagnostics(desired.diagnostics)
+            _print_diagnostics(diags)
         if errors:
             if quiet:
-                out.json({"ok": False, "applied": False, "diagnostics": [d.to_json() for d in desired.diagnostics],
+                out.json({"ok": False, "applied": False, "diagnostics": [d.to_json() for d in diags],
                           "plan": render.plan_json(the_plan)})
             else:
                 out.line(f"{len(errors)} error(s): nothing was applied. Fix them and run apply again.", "red")

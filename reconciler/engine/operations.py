@@ -13,9 +13,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from reconciler.core.diagnostics import UserError
+from typing import TYPE_CHECKING
+
 from reconciler.core.plan import Plan
 from reconciler.core.record import Record
-from reconciler.core.resolve import Resolution
+
+if TYPE_CHECKING:  # pragma: no cover
+    from reconciler.core.resolve import Resolution
 
 
 @dataclass
@@ -32,7 +36,7 @@ class Target:
 class Desired:
     source: object
     load: object  # LoadResult
-    resolution: Resolution
+    resolution: "Resolution"
 
     @property
     def diagnostics(self):
@@ -103,18 +107,33 @@ def base_records(target: Target, base_ref: str) -> dict[str, Record]:
 
 
 def make_plan(target: Target, *, base: str | None = None, max_prune: int = 10, allow_prune: bool = False):
+    """The plan for `target` against the recorded state (or against `base` for previews),
+    with the diagnostics of loading it. Memoised: see store/planmemo.py."""
+    from reconciler.core.diagnostics import Diagnostic
+    from reconciler.store.planmemo import PlanMemo
+
+    source = open_source(target)
+    memo = PlanMemo(Path(target.state_dir))
+    key = None if base else memo.key(source, target.paths, Path(target.state_dir), max_prune=max_prune,
+                                     allow_prune=allow_prune, label=_source_label(target))
+    hit = memo.get(key)
+    if hit is not None:
+        plan = Plan.from_json(hit)
+        plan.created_at = now_iso()
+        return plan, [Diagnostic(**d) for d in plan.diagnostics]
+
     from reconciler.core.planner import make_plan as plan_
 
     if base:
         records, serial = base_records(target, base), 0
     else:
         records, serial = read_records(Path(target.state_dir))
-    desired = load_desired(target, records)
-    source = desired.source
+    desired = load_desired(target, records, source=source)
     plan = plan_(desired.resolution, records, commit=source.commit, source=_source_label(target),
                  serial=serial, max_prune=max_prune, allow_prune=allow_prune, created_at=now_iso())
     plan.base = base
-    return plan, desired
+    memo.put(key, plan.to_json())
+    return plan, desired.diagnostics
 
 
 def _source_label(target: Target) -> str:

@@ -268,3 +268,50 @@ def test_init_scaffolds_a_product_that_validates(tmp_path):
     assert r.code == 1 and "not empty" in r.err
     r = run_cli("init", tmp_path / "x", "--name", "Card Payments")
     assert r.code == 1
+
+
+def test_a_remembered_plan_is_never_served_after_the_state_moved(git_repo, state_dir):
+    git_repo.commit(repos.basic())
+    assert apply(git_repo, state_dir).code == 0
+    for _ in range(2):  # the second run is answered from the plan memo
+        assert cli(git_repo, state_dir, "plan", "--detailed-exitcode").code == 0
+    assert list((state_dir / "cache" / "plans").glob("*.pickle"))
+    r = run_cli("delete", "policy", "mask-cards", "--state-dir", state_dir, "--auto-approve")
+    assert r.code == 0, r
+    r = cli(git_repo, state_dir, "plan", "--detailed-exitcode")
+    assert r.code == 2 and "+ policy:mask-cards" in r.out, r
+
+
+def test_apply_on_a_terminal_shows_the_plan_and_asks(git_repo, state_dir):
+    import os
+    import pty
+
+    git_repo.commit(repos.basic())
+
+    def run_on_tty(answer: str) -> str:
+        pid, fd = pty.fork()
+        if pid == 0:  # child: the real CLI with a terminal for stdin and stdout
+            os.execvpe(sys.executable, [sys.executable, "-m", "reconciler", "apply", "--repo", str(git_repo.path),
+                                        "--state-dir", str(state_dir)], {**os.environ, **ENV, "COLUMNS": "200"})
+        seen = b""
+        answered = False
+        while True:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            seen += chunk
+            if not answered and b"Only 'yes' will be accepted" in seen:
+                os.write(fd, answer.encode() + b"\r")
+                answered = True
+        os.waitpid(pid, 0)
+        return seen.decode(errors="replace")
+
+    text = run_on_tty("no")
+    assert "+ depot:raw" in text and "cancelled" in text
+    assert run_cli("get", "--state-dir", state_dir, "-o", "json").json == []
+    text = run_on_tty("yes")
+    assert "Apply complete" in text
+    assert set(phases(state_dir).values()) == {"Ready"}
