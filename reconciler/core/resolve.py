@@ -323,8 +323,9 @@ class Resolver:
                 if ws_id not in known and owner != DEFAULT_WORKSPACE:
                     self._error(doc, f"{what}: dataset {target} is in unknown workspace '{owner}'", ref.path)
                     return False
-                self._warn(doc, f"{what}: no workflow in this repository writes {target}", ref.path,
-                           hint="check the table name, or ignore this if the table is written outside Reconciler")
+                if not any(i.startswith("workflow:") for i in self.out.invalid_ids):  # an invalid one may write it
+                    self._warn(doc, f"{what}: no workflow in this repository writes {target}", ref.path,
+                               hint="check the table name, or ignore this if the table is written outside Reconciler")
                 return ws_id if ws_id in known else None
             self._error(doc, f"{what}: '{target}' is not a dataset address (depot://DEPOT/DATASET or lake://WORKSPACE/TABLE)", ref.path)
             return False
