@@ -249,14 +249,63 @@ TYPE_ALIASES = {
 @click.option("-w", "--workspace", default=None, help="Only this workspace.")
 @click.option("-o", "--output", "output", type=click.Choice(["table", "yaml", "json"]), default="table", show_default=True)
 @click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
-def get(kind, name, workspace, output, state_dir):
-    """List resources with phase, health and applied commit; `get catalog` lists datasets."""
-    from reconciler.cli.getters import get_catalog, get_resources
+@click.option("--run", "run_id", default=None, help="`get runs WORKFLOW`: show this run's jobs.")
+@click.option("--upstream", "direction", flag_value="upstream", help="`get lineage DATASET`: only what feeds it.")
+@click.option("--downstream", "direction", flag_value="downstream", help="`get lineage DATASET`: only what it feeds.")
+def get(kind, name, workspace, output, state_dir, run_id, direction):
+    """List resources with phase, health and applied commit.
+
+    Also: `get catalog [DATASET]`, `get runs WORKFLOW [--run ID]`, `get lineage DATASET [--upstream|--downstream]`.
+    """
+    from reconciler.cli import getters
 
     target = make_target(".", None, state_dir, ())
     if kind == "catalog":
-        return get_catalog(target.state_dir, name, workspace, output)
-    return get_resources(target.state_dir, kind, name, workspace, output)
+        return getters.get_catalog(target.state_dir, name, workspace, output)
+    if kind == "runs":
+        return getters.get_runs(target.state_dir, name, workspace, run_id, output)
+    if kind == "lineage":
+        return getters.get_lineage(target.state_dir, name, direction, output)
+    return getters.get_resources(target.state_dir, kind, name, workspace, output)
+
+
+# -- run / logs ------------------------------------------------------------------------------
+@cli.command("run")
+@click.argument("workflow")
+@target_options
+@click.option("-w", "--workspace", default=None, help="The workflow's workspace (default public).")
+@OUTPUT
+def run_(workflow, repo, ref, state_dir, paths, workspace, output):
+    """Run an applied workflow now (exit 0 when it succeeded, 1 when it failed)."""
+    from reconciler.engine import operations
+
+    target = make_target(repo, ref, state_dir, paths)
+    outcome = operations.run_workflow(target, workflow, workspace)
+    if output == "json":
+        _out().json({"run_id": outcome.run_id, "status": outcome.status, "message": outcome.message,
+                     "jobs": outcome.jobs, "rows_in": outcome.rows_in, "rows_out": outcome.rows_out})
+    else:
+        out = _out()
+        for job, status in outcome.jobs.items():
+            out.line(f"  {job}: {status}", {"succeeded": "green", "failed": "red", "skipped": "yellow"}.get(status))
+        out.line(f"Run {outcome.run_id} {outcome.status}: {outcome.message}",
+                 "green" if outcome.status == "succeeded" else "red")
+    return 0 if outcome.status == "succeeded" else 1
+
+
+@cli.command()
+@click.argument("workflow")
+@click.option("-w", "--workspace", default=None, help="The workflow's workspace (default public).")
+@click.option("--run", "run_id", default=None, help="A run id (default: the latest run).")
+@click.option("--job", default=None, help="Only this job's log.")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing while the run is going on.")
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
+def logs(workflow, workspace, run_id, job, follow, state_dir):
+    """Print the job logs of a workflow run."""
+    from reconciler.cli.getters import show_logs
+
+    target = make_target(".", None, state_dir, ())
+    return show_logs(target.state_dir, workflow, workspace, run_id, job, follow)
 
 
 # -- delete ----------------------------------------------------------------------------------

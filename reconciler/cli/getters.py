@@ -82,9 +82,14 @@ def get_resources(state_dir: Path, kind: str | None, name: str | None, workspace
         from reconciler.cli.render import table
 
         cols = ["TYPE", "NAME", "WORKSPACE", "PHASE", "HEALTH", "COMMIT", "AGE", "MESSAGE"]
-        table(_out(), cols, [[r.type, r.name, r.workspace or "-", r.phase, HEALTH.get(r.phase, "Unknown"),
-                              (r.commit or "worktree")[:8] if r.hash else "-", age(r.applied_at or r.updated_at),
-                              (r.message or "")[:80]] for r in rows],
+        body = [[r.type, r.name, r.workspace or "-", r.phase, HEALTH.get(r.phase, "Unknown"),
+                 (r.commit or "worktree")[:8] if r.hash else "-", age(r.applied_at or r.updated_at),
+                 (r.message or "")[:80]] for r in rows]
+        if type_ == "workflow":  # when the schedule fires next
+            cols.insert(7, "NEXT RUN")
+            for row, d in zip(body, data):
+                row.insert(7, d.get("next_run") or "-")
+        table(_out(), cols, body,
               empty=f"No resources recorded in {state_dir}." + ("" if records else " Run `reconciler apply` first."))
     return 0
 
@@ -92,7 +97,12 @@ def get_resources(state_dir: Path, kind: str | None, name: str | None, workspace
 def _record_json(r) -> dict:
     from reconciler.core.redact import redact
 
-    return {"id": r.id, "type": r.type, "name": r.name, "workspace": r.workspace, "phase": r.phase,
+    extra = {}
+    if r.type == "workflow" and r.spec:
+        from reconciler.providers.workflow import next_fire
+
+        extra["next_run"] = next_fire(r.spec)
+    return extra | {"id": r.id, "type": r.type, "name": r.name, "workspace": r.workspace, "phase": r.phase,
             "health": HEALTH.get(r.phase, "Unknown"), "message": r.message, "commit": r.commit, "file": r.file,
             "hash": r.hash, "depends_on": list(r.depends_on), "bundle": r.bundle, "prune": r.prune,
             "outputs": redact(r.outputs or {}), "created_at": str(r.created_at) if r.created_at else None,
@@ -189,3 +199,192 @@ def run_delete(target, kind, name, file_: Path | None, workspace, cascade: bool,
         out.line("Note: resources still defined in git are created again by the next apply; remove them from git "
                  "to keep them deleted.")
     return 0 if result.ok else 1
+
+
+# -- runs, logs, lineage ---------------------------------------------------------------------
+def _workflow_id(name: str | None, workspace: str | None) -> str:
+    from reconciler.core.ids import DEFAULT_WORKSPACE, make_id
+
+    if not name:
+        raise UserError("name the workflow: `reconciler get runs WORKFLOW [-w WORKSPACE]`")
+    return make_id("workflow", name, workspace or DEFAULT_WORKSPACE)
+
+
+def _duration(start, end) -> str:
+    try:
+        s = (datetime.fromisoformat(str(end)) - datetime.fromisoformat(str(start))).total_seconds()
+    except (TypeError, ValueError):
+        return "-"
+    return f"{s:.1f}s" if s < 120 else f"{s / 60:.1f}m"
+
+
+def get_runs(state_dir: Path, name: str | None, workspace: str | None, run_id: str | None, output: str) -> int:
+    from reconciler.store.state import StateStore
+
+    wid = _workflow_id(name, workspace)
+    with StateStore.open(Path(state_dir), read_only=True) as store:
+        runs = store.runs.runs(wid)
+        if run_id:
+            runs = [r for r in runs if r["run_id"] == run_id or r["run_id"].startswith(run_id)]
+            if not runs:
+                raise UserError(f"no run {run_id} of {wid} in {state_dir}")
+        for r in runs:
+            r["jobs"] = store.runs.jobs(r["run_id"]) if (run_id or output != "table") else []
+        if run_id:
+            quality = store.runs.quality(run_id=runs[0]["run_id"])
+        else:
+            quality = []
+    if not runs and not run_id:
+        if output == "table":
+            _out().line(f"No runs of {wid} recorded in {state_dir}.")
+        else:
+            _out().json([])
+        return 0
+    if output in ("json", "yaml"):
+        payload = runs if not run_id else {**runs[0], "quality": quality}
+        if output == "json":
+            _out().json(payload)
+        else:
+            import yaml
+
+            sys.stdout.write(yaml.safe_dump(json.loads(json.dumps(payload, default=str)), sort_keys=False))
+        return 0
+    from reconciler.cli.render import table
+
+    out = _out()
+    table(out, ["RUN", "STATUS", "TRIGGER", "COMMIT", "STARTED", "DURATION", "ROWS IN", "ROWS OUT", "MESSAGE"],
+          [[r["run_id"], r["status"], r["trigger"] or "-", (r["commit"] or "worktree")[:8], age(r["started_at"]) + " ago",
+            _duration(r["started_at"], r["ended_at"]), _num(r["rows_in"]), _num(r["rows_out"]),
+            (r["message"] or "")[:70]] for r in runs])
+    if run_id:
+        out.line()
+        table(out, ["JOB", "STACK", "STATUS", "ATTEMPTS", "DURATION", "ROWS IN", "ROWS OUT", "MESSAGE"],
+              [[j["job"], j["stack"] or "-", j["status"], str(j["attempts"] or 0), _duration(j["started_at"], j["ended_at"]),
+                _num(j["rows_in"]), _num(j["rows_out"]), (j["message"] or "")[:70]] for j in runs[0]["jobs"]])
+        if quality:
+            out.line()
+            table(out, ["CHECK", "DATASET", "SEVERITY", "RESULT", "FAILING ROWS"],
+                  [[q["name"], q["dataset"], q["severity"], "pass" if q["passed"] else "FAIL", str(q["failing_rows"])]
+                   for q in quality])
+    return 0
+
+
+def _num(v) -> str:
+    return "-" if v is None else str(v)
+
+
+def get_lineage(state_dir: Path, dataset: str | None, direction: str | None, output: str) -> int:
+    from reconciler.store.state import StateStore
+
+    if not dataset:
+        raise UserError("name a dataset: `reconciler get lineage lake://WORKSPACE/TABLE`")
+    with StateStore.open(Path(state_dir), read_only=True) as store:
+        edges = store.runs.lineage_edges()
+        columns = store.runs.column_lineage(dataset)
+        known = {d["address"] for d in store.catalog.datasets()}
+    nodes = known | {e["source"] for e in edges} | {e["target"] for e in edges}
+    if dataset not in nodes:
+        import difflib
+
+        close = difflib.get_close_matches(dataset, sorted(nodes), n=1, cutoff=0.5)
+        raise UserError(f"no dataset {dataset} in the catalog or lineage of {state_dir}",
+                        hint=f"did you mean {close[0]}?" if close else "addresses look like lake://WS/TABLE or depot://DEPOT/DATASET")
+
+    def walk(start: str, up: bool) -> list[dict]:
+        seen, out, todo = {start}, [], [start]
+        while todo:
+            node = todo.pop(0)
+            for e in edges:
+                if (e["target"] if up else e["source"]) == node:
+                    out.append(e)
+                    nxt = e["source"] if up else e["target"]
+                    if nxt not in seen:
+                        seen.add(nxt)
+                        todo.append(nxt)
+        return out
+
+    up = walk(dataset, True) if direction in (None, "upstream") else []
+    down = walk(dataset, False) if direction in (None, "downstream") else []
+    if output in ("json", "yaml"):
+        strip = lambda es: [{k: e[k] for k in ("source", "target", "workflow_id", "job")} for e in es]  # noqa: E731
+        payload = {"dataset": dataset, "upstream": strip(up), "downstream": strip(down), "columns": columns}
+        if output == "json":
+            _out().json(payload)
+        else:
+            import yaml
+
+            sys.stdout.write(yaml.safe_dump(payload, sort_keys=False))
+        return 0
+    out = _out()
+    out.line(dataset, "bold")
+
+    def tree(node: str, up_: bool, depth: int, seen: set) -> None:
+        for e in edges:
+            if (e["target"] if up_ else e["source"]) != node:
+                continue
+            other = e["source"] if up_ else e["target"]
+            arrow = "<-" if up_ else "->"
+            out.line(f"{'  ' * depth}{arrow} {other}  ({e['workflow_id']}, job {e['job']})")
+            if other not in seen:
+                tree(other, up_, depth + 1, seen | {other})
+
+    if direction in (None, "upstream"):
+        tree(dataset, True, 1, {dataset})
+    if direction in (None, "downstream"):
+        tree(dataset, False, 1, {dataset})
+    if columns:
+        out.line()
+        from reconciler.cli.render import table
+
+        table(out, ["COLUMN", "FROM DATASET", "FROM COLUMN", "JOB"],
+              [[c["target_column"], c["source"], c["source_column"], c["job"]] for c in columns])
+    return 0
+
+
+def show_logs(state_dir: Path, workflow: str, workspace: str | None, run_id: str | None, job: str | None,
+              follow: bool) -> int:
+    """Reads log files only (never the state database), so it works while an apply or run holds the state."""
+    import time
+
+    from reconciler.core.ids import DEFAULT_WORKSPACE
+
+    base = Path(state_dir) / "runs" / (workspace or DEFAULT_WORKSPACE) / workflow
+    runs = sorted((p for p in base.glob("*") if p.is_dir()), key=lambda p: p.name) if base.exists() else []
+    if not runs:
+        raise UserError(f"no runs of workflow '{workflow}' in workspace '{workspace or DEFAULT_WORKSPACE}' under {state_dir}")
+    if run_id:
+        matches = [p for p in runs if p.name == run_id or p.name.startswith(run_id)]
+        if not matches:
+            raise UserError(f"no run {run_id} of workflow '{workflow}'", hint=f"latest runs: {', '.join(p.name for p in runs[-3:])}")
+        run_dir = matches[-1]
+    else:
+        run_dir = runs[-1]
+    out = _out()
+    offsets: dict[Path, int] = {}
+
+    def emit_new() -> None:
+        files = sorted(run_dir.glob("*.log"))
+        if job:
+            files = [f for f in files if f.stem == job]
+            if not files and not follow:
+                raise UserError(f"run {run_dir.name} has no log for job '{job}'",
+                                hint=f"jobs: {', '.join(f.stem for f in sorted(run_dir.glob('*.log')))}")
+        for f in files:
+            data = f.read_text(encoding="utf-8", errors="replace")
+            start = offsets.get(f, 0)
+            if len(data) > start:
+                if start == 0 and not job:
+                    out.line(f"==> {f.stem} <==", "bold")
+                for line in data[start:].splitlines():
+                    out.line(line if job else f"[{f.stem}] {line}")
+                offsets[f] = len(data)
+
+    emit_new()
+    while follow and not (run_dir / "run.json").exists():
+        time.sleep(0.5)
+        emit_new()
+    if follow:
+        emit_new()
+        status = json.loads((run_dir / "run.json").read_text())
+        out.line(f"run {run_dir.name} {status['status']}: {status['message']}")
+    return 0

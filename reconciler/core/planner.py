@@ -79,6 +79,8 @@ def _action_for(r: Resource, rec: Record | None, replace_paths: tuple) -> Action
         why = {"Applying": "the last apply was interrupted", "Deleting": "the last delete was interrupted"}.get(
             rec.phase, f"last apply ended {rec.phase}" + (f": {rec.message}" if rec.message else ""))
         return Action(action=UPDATE, reason=f"retry: {why}", **base)
+    if rec.spec == r.spec:
+        return Action(action=UPDATE, reason="a file it references changed", **base)
     changes = diff_specs(rec.spec or {}, r.spec)
     forced = [p for p in replace_paths if _get(rec.spec, p) != _get(r.spec, p)]
     if forced:

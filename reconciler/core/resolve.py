@@ -79,8 +79,9 @@ def _suggest(word: str, candidates) -> str:
 
 class Resolver:
     def __init__(self, source: Source, locator: Locator, prior_ids: set[str] = frozenset(),
-                 prior_specs: dict[str, dict] | None = None, parse_member=None, memo=None):
+                 prior_specs: dict[str, dict] | None = None, parse_member=None, memo=None, blob_of=None):
         self.source = source
+        self.blob_of = blob_of  # path -> blob id of a repository file, for files that jobs reference
         self.memo = memo  # get(key) / put(key, Validated), e.g. the state dir's DocCache
         self.locator = locator
         self.prior_ids = set(prior_ids)
@@ -123,7 +124,22 @@ class Resolver:
         for doc in docs:
             self._add_document(doc)
         self._link()
+        self._hash_referenced_files()
         return self.out
+
+    def _hash_referenced_files(self) -> None:
+        """A python job's file is part of what its workflow is: a change to it alone re-applies (re-runs)
+        the workflow, so the file's blob id joins the resource hash."""
+        if self.blob_of is None:
+            return
+        for r in self.out.resources.values():
+            if r.type != "workflow":
+                continue
+            files = sorted({(j.get("spec") or {}).get("file") for j in r.spec["workflow"].get("dag", [])
+                            if j.get("stack") == "python" and (j.get("spec") or {}).get("file")})
+            if files:
+                extra = "".join(f"\0{f}\0{self.blob_of(f) or 'missing'}" for f in files)
+                r.hash = spec_hash({"spec": r.hash, "files": extra})
 
     def _member_files(self, documents: list[Document]) -> set[str]:
         from reconciler.core.loader import read_member
@@ -402,6 +418,6 @@ def _has(raw_section, i) -> bool:
 
 
 def resolve(source: Source, locator: Locator, files: dict, documents: list[Document], prior_ids=frozenset(),
-            prior_specs=None, parse_member=None, memo=None) -> Resolution:
-    return Resolver(source, locator, prior_ids, prior_specs, parse_member, memo).resolve(files, documents)
+            prior_specs=None, parse_member=None, memo=None, blob_of=None) -> Resolution:
+    return Resolver(source, locator, prior_ids, prior_specs, parse_member, memo, blob_of).resolve(files, documents)
 

@@ -79,9 +79,16 @@ def _load_desired(target: Target, source, cache, records) -> Desired:
     def parse_member(path: str):
         return parse_file(path, source.read(path), "")
 
+    blobs: dict[str, str] = {}
+
+    def blob_of(path: str) -> str | None:
+        if not blobs:
+            blobs.update(source.list_files())
+        return blobs.get(path)
+
     resolution = resolve(source, YamlLocator(source.read), result.files, result.documents,
                          prior_ids=set(records), prior_specs={k: r.spec for k, r in records.items() if r.spec},
-                         parse_member=parse_member, memo=cache.validation_memo())
+                         parse_member=parse_member, memo=cache.validation_memo(), blob_of=blob_of)
     # the loader's own diagnostics (ignore rules, limits) that belong to no loaded file
     file_diags = {id(d) for fr in result.files.values() for d in fr.diagnostics}
     resolution.diagnostics.extend(d for d in result.diagnostics if id(d) not in file_diags)
@@ -266,3 +273,51 @@ def _dependents(records: dict[str, Record], roots: set[str]) -> set[str]:
     from reconciler.core.graph import Graph
 
     return Graph.build({rid: set(r.depends_on) for rid, r in records.items()}).transitive_dependents(roots)
+
+
+def run_workflow(target: Target, name: str, workspace: str | None, *, trigger: str = "manual",
+                 stop: threading.Event | None = None):
+    """Run an applied workflow now, with its applied spec, at the commit it was applied from."""
+    from reconciler.core.ids import DEFAULT_WORKSPACE, make_id
+    from reconciler.engine.applier import _record_as_resource
+    from reconciler.engine.runner import WorkflowRunner
+    from reconciler.providers.base import ApplyContext
+    from reconciler.store.lock import StateLock
+    from reconciler.store.state import StateStore
+
+    state_dir = Path(target.state_dir)
+    rid = make_id("workflow", name, workspace or DEFAULT_WORKSPACE)
+    if not (state_dir / "state.duckdb").exists():
+        raise UserError(f"no state in {state_dir}: apply the workflow first")
+    with StateLock(state_dir, f"run {rid}"), StateStore.open(state_dir) as store:
+        records = store.records()
+        rec = records.get(rid)
+        if rec is None or rec.spec is None:
+            known = sorted(r.id for r in records.values() if r.type == "workflow")
+            raise UserError(f"{rid} is not applied in {state_dir}",
+                            hint=f"applied workflows: {', '.join(known)}" if known else "run `reconciler apply` first")
+        resource = _record_as_resource(rec)
+
+        def repo_dir() -> Path:
+            checkout = state_dir / "checkouts" / (rec.commit or "worktree")
+            if rec.commit and (checkout / ".complete").exists():
+                return checkout
+            src = open_source(Target(target.repo, rec.commit, state_dir, target.paths))
+            return Path(src.materialise(checkout))
+
+        ctx = ApplyContext(state_dir=state_dir, store=store, commit=rec.commit, repo_dir=_once(repo_dir),
+                           resources={}, records=records, environ=dict(os.environ))
+        return WorkflowRunner(ctx, stop=stop).run(resource, trigger=trigger)
+
+
+def _once(fn):
+    cached: list = []
+    lock = threading.Lock()
+
+    def wrapper():
+        with lock:
+            if not cached:
+                cached.append(fn())
+            return cached[0]
+
+    return wrapper

@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from reconciler.store.state import StateStore
 
 _DATASET_COLUMNS = ("address", "kind", "owner_resource", "workspace", "format", "location", "row_count",
-                    "description", "tags", "updated_at")
+                    "description", "tags", "updated_at", "owner", "last_run")
 
 
 def _now() -> str:
@@ -102,7 +102,8 @@ class Catalog:
         for address, d in by_address.items():
             kind = d.get("kind") or address.partition("://")[0]
             ds_rows.append((address, kind, owner_id, d.get("workspace"), d.get("format"), d.get("location"),
-                            d.get("row_count"), d.get("description"), _tags(d.get("tags")), now))
+                            d.get("row_count"), d.get("description"), _tags(d.get("tags")), now, d.get("owner"),
+                            d.get("last_run")))
             for ordinal, col in enumerate(d.get("columns") or (), start=1):
                 col_rows.append((address, col["name"], col.get("type"), ordinal, _tags(col.get("tags"))))
         with self._store._transaction(now, bump_serial=False) as (conn, _):
@@ -115,9 +116,11 @@ class Catalog:
             if ds_rows:
                 cols = [list(c) for c in zip(*ds_rows)]
                 conn.execute(
-                    "INSERT INTO datasets SELECT unnest($1::VARCHAR[]), unnest($2::VARCHAR[]), unnest($3::VARCHAR[]), "
+                    f"INSERT INTO datasets ({', '.join(_DATASET_COLUMNS)}) SELECT unnest($1::VARCHAR[]), "
+                    "unnest($2::VARCHAR[]), unnest($3::VARCHAR[]), "
                     "unnest($4::VARCHAR[]), unnest($5::VARCHAR[]), unnest($6::VARCHAR[]), unnest($7::BIGINT[]), "
-                    "unnest($8::VARCHAR[]), unnest($9::VARCHAR[]), unnest($10::VARCHAR[])", cols)
+                    "unnest($8::VARCHAR[]), unnest($9::VARCHAR[]), unnest($10::VARCHAR[]), unnest($11::VARCHAR[]), "
+                    "unnest($12::VARCHAR[])", cols)
             if col_rows:
                 cols = [list(c) for c in zip(*col_rows)]
                 conn.execute(

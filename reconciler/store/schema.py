@@ -85,6 +85,78 @@ MIGRATIONS: list[str] = [
         updated_at VARCHAR
     );
     """,
+    # 2: workflow runs and jobs, lineage, quality results, column profiles; lake tables' owner and last run
+    """
+    CREATE TABLE IF NOT EXISTS runs (
+        run_id VARCHAR PRIMARY KEY,
+        workflow_id VARCHAR NOT NULL,
+        "commit" VARCHAR,
+        trigger_key VARCHAR,
+        "trigger" VARCHAR,
+        status VARCHAR NOT NULL,
+        message VARCHAR,
+        started_at VARCHAR,
+        ended_at VARCHAR,
+        rows_in BIGINT,
+        rows_out BIGINT,
+        resumed INTEGER DEFAULT 0
+    );
+    CREATE TABLE IF NOT EXISTS jobs (
+        run_id VARCHAR NOT NULL,
+        job VARCHAR NOT NULL,
+        stack VARCHAR,
+        status VARCHAR NOT NULL,
+        attempts INTEGER DEFAULT 0,
+        started_at VARCHAR,
+        ended_at VARCHAR,
+        rows_in BIGINT,
+        rows_out BIGINT,
+        message VARCHAR,
+        log_path VARCHAR,
+        external_id VARCHAR,
+        PRIMARY KEY (run_id, job)
+    );
+    CREATE TABLE IF NOT EXISTS lineage_edges (
+        source VARCHAR NOT NULL,
+        target VARCHAR NOT NULL,
+        workflow_id VARCHAR NOT NULL,
+        job VARCHAR NOT NULL,
+        run_id VARCHAR,
+        "at" VARCHAR
+    );
+    CREATE TABLE IF NOT EXISTS column_lineage (
+        target VARCHAR NOT NULL,
+        target_column VARCHAR NOT NULL,
+        source VARCHAR NOT NULL,
+        source_column VARCHAR NOT NULL,
+        workflow_id VARCHAR NOT NULL,
+        job VARCHAR NOT NULL,
+        run_id VARCHAR
+    );
+    CREATE TABLE IF NOT EXISTS quality_results (
+        run_id VARCHAR NOT NULL,
+        job VARCHAR NOT NULL,
+        dataset VARCHAR NOT NULL,
+        name VARCHAR NOT NULL,
+        check_type VARCHAR,
+        severity VARCHAR,
+        passed BOOLEAN,
+        failing_rows BIGINT,
+        sample JSON,
+        message VARCHAR,
+        columns JSON,
+        "at" VARCHAR
+    );
+    CREATE TABLE IF NOT EXISTS column_profiles (
+        address VARCHAR NOT NULL,
+        column_name VARCHAR NOT NULL,
+        stats JSON,
+        run_id VARCHAR,
+        "at" VARCHAR
+    );
+    ALTER TABLE datasets ADD COLUMN IF NOT EXISTS owner VARCHAR;
+    ALTER TABLE datasets ADD COLUMN IF NOT EXISTS last_run VARCHAR;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

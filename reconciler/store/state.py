@@ -33,6 +33,7 @@ from reconciler.core.ids import split_id
 from reconciler.core.record import APPLYING, DELETING, READY, Record
 from reconciler.core.resource import Resource
 from reconciler.store.catalog import Catalog
+from reconciler.store.runs import Runs
 from reconciler.store.schema import SCHEMA_VERSION, check_not_newer, migrate, schema_version
 
 STATE_FILE = "state.duckdb"
@@ -96,6 +97,7 @@ class StateStore:
         self.state_dir = state_dir
         self.read_only = read_only
         self.catalog = Catalog(self)
+        self.runs = Runs(self)
 
     # ---- opening -------------------------------------------------------------------------
 

@@ -1,0 +1,438 @@
+"""The workflow runner: one run of a workflow's job DAG.
+
+- jobs start when every job they depend on succeeded, up to `parallelism` at once;
+  a failed job marks everything downstream `skipped`, the rest still runs;
+- each job retries per `retry: {count, delay, backoff}` when its failure is
+  retryable, and is stopped at its `timeout` (the stacks kill whole process trees);
+- every state change is recorded at once (not batched): after a `kill -9` the next
+  apply finds the run `running`, keeps its succeeded jobs and runs the others again,
+  so no finished job of a commit runs twice;
+- secret values never reach a log: every line is masked before it is written.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import signal
+import threading
+import time
+import traceback
+import uuid
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from reconciler.core.ids import make_id
+from reconciler.core.resource import Resource
+from reconciler.providers.base import ApplyContext
+from reconciler.stacks.base import JobContext, JobResult
+
+log = logging.getLogger("reconciler.runner")
+
+PENDING, RUNNING, SUCCEEDED, FAILED, SKIPPED, CANCELLED = "pending", "running", "succeeded", "failed", "skipped", "cancelled"
+MASK = "***"
+
+# Fault injection for the crash tests (see engine/applier.py): "job:WORKFLOW_ID/JOB" kills the process
+# after the job is recorded running and before its stack runs.
+_CRASH_AT = os.environ.get("RECONCILER_CRASH_AT", "")
+
+
+def _parse_duration(value) -> float | None:
+    if value in (None, ""):
+        return None
+    from reconciler.core.resources import parse_duration
+
+    return parse_duration(value)
+
+
+def new_run_id() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+
+
+@dataclass
+class RunOutcome:
+    run_id: str
+    status: str
+    message: str
+    resumed: bool = False
+    jobs: dict[str, str] = field(default_factory=dict)
+    rows_in: int | None = None
+    rows_out: int | None = None
+
+
+class RunLake:
+    """The lake DuckDB file, opened once per run and shared by its jobs through per-thread cursors."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._conn = None
+        self._lock = threading.Lock()
+
+    def cursor(self):
+        import duckdb
+
+        with self._lock:
+            if self._conn is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._conn = duckdb.connect(str(self.path))
+            return self._conn.cursor()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+
+class Masker:
+    """Replaces every known secret value in a text by ***."""
+
+    def __init__(self, values=()):
+        self.values = sorted({v for v in values if v and len(v) >= 3}, key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        for v in self.values:
+            if v in text:
+                text = text.replace(v, MASK)
+        return text
+
+
+class JobLog:
+    def __init__(self, path: Path, mask: Masker):
+        self.path = path
+        self.mask = mask
+        self.lock = threading.Lock()
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def __call__(self, line: str) -> None:
+        stamp = datetime.now(timezone.utc).strftime("%H:%M:%S.%f")[:-3]
+        text = self.mask(str(line).rstrip("\n"))
+        with self.lock, open(self.path, "a", encoding="utf-8") as f:
+            for part in text.split("\n"):
+                f.write(f"{stamp} {part}\n")
+
+
+def trigger_key(resource: Resource, repo_dir: Path | None) -> str:
+    """What decides whether a workflow must run again: its spec and the repository files its jobs
+    reference (python files). The same key with a succeeded run means: up to date."""
+    h = hashlib.sha256(resource.hash.encode())
+    for job in resource.spec.get("workflow", {}).get("dag", []):
+        f = (job.get("spec") or {}).get("file") if job.get("stack") == "python" else None
+        if f and repo_dir is not None:
+            try:
+                h.update(f.encode() + b"\0" + hashlib.sha256((repo_dir / f).read_bytes()).digest())
+            except OSError:
+                h.update(f.encode() + b"\0missing")
+    return h.hexdigest()
+
+
+class WorkflowRunner:
+    def __init__(self, ctx: ApplyContext, parallelism: int = 4, stop: threading.Event | None = None, emitter=None):
+        self.ctx = ctx
+        self.store = ctx.store
+        self.parallelism = max(1, parallelism)
+        self.stop = stop or threading.Event()
+        self.emitter = emitter if emitter is not None else _default_emitter(ctx.environ)
+
+    # -- lookups ---------------------------------------------------------------------------
+    def _spec_of(self, rid: str) -> dict | None:
+        r = self.ctx.resources.get(rid)
+        if r is not None:
+            return r.spec
+        rec = self.ctx.records.get(rid)
+        return rec.spec if rec is not None else None
+
+    def _depots(self) -> dict[str, dict]:
+        out = {rec.name: rec.spec for rec in self.ctx.records.values() if rec.type == "depot" and rec.spec}
+        out.update({r.name: r.spec for r in self.ctx.resources.values() if r.type == "depot"})
+        return out
+
+    def _secret(self, ref: dict, workspace: str) -> tuple[str | None, str | None]:
+        from reconciler.providers.secret import resolve_secret
+
+        return resolve_secret(self.ctx, ref, workspace)
+
+    def run_root(self, workflow: Resource, run_id: str) -> Path:
+        return self.ctx.run_dir(workflow.workspace) / workflow.name / run_id
+
+    # -- a run -----------------------------------------------------------------------------
+    def run(self, workflow: Resource, trigger: str, key: str | None = None) -> RunOutcome:
+        repo_dir = self.ctx.repo_dir()
+        key = key or trigger_key(workflow, repo_dir)
+        jobs = {j["name"]: j for j in workflow.spec["workflow"]["dag"]}
+        runs = self.store.runs
+        previous = runs.unfinished(workflow.id, key) if trigger != "manual" else None
+        done: dict[str, str] = {}
+        attempts: dict[str, int] = {}
+        if previous is not None:
+            run_id = previous["run_id"]
+            runs.resume_run(run_id)
+            for j in runs.jobs(run_id):
+                attempts[j["job"]] = j["attempts"] or 0
+                if j["status"] == SUCCEEDED:
+                    done[j["job"]] = SUCCEEDED
+        else:
+            runs.abandon_running(workflow.id, "superseded: the workflow changed before this run could resume")
+            run_id = new_run_id()
+            runs.start_run(run_id, workflow.id, self.ctx.commit, key, trigger,
+                           [(n, j.get("stack") or f"operator:{j.get('operator')}") for n, j in jobs.items()])
+        root = self.run_root(workflow, run_id)
+        root.mkdir(parents=True, exist_ok=True)
+        started = datetime.now(timezone.utc)
+        run_info = self._emit_run_start(workflow, run_id, started)
+
+        # secrets of every job, resolved up front so that all of them are masked in every log
+        secret_env: dict[str, dict[str, str]] = {}
+        runtime_secrets: dict[str, dict[str, str]] = {}
+        secret_errors: dict[str, str] = {}
+        for name, job in jobs.items():
+            env = {}
+            for var, ref in (job.get("secrets") or {}).items():
+                value, err = self._secret(ref, workflow.workspace)
+                if err:
+                    secret_errors[name] = err
+                else:
+                    env[var] = value
+            secret_env[name] = env
+            runtime_secrets[name] = self._runtime_secrets(job, secret_errors, name)
+        masker = Masker([v for env in secret_env.values() for v in env.values()]
+                        + [v for env in runtime_secrets.values() for v in env.values()])
+
+        lake = RunLake(self.ctx.lake_path)
+        status: dict[str, str] = {n: done.get(n, PENDING) for n in jobs}
+        results: dict[str, JobResult] = {}
+        try:
+            with ThreadPoolExecutor(max_workers=self.parallelism, thread_name_prefix=f"run-{workflow.name}") as pool:
+                running = {}
+                while True:
+                    self._skip_downstream(jobs, status, run_id)
+                    if not self.stop.is_set():
+                        for name in [n for n, s in status.items() if s == PENDING]:
+                            if len(running) >= self.parallelism:
+                                break
+                            if all(status.get(d) == SUCCEEDED for d in jobs[name].get("depends_on") or []):
+                                status[name] = RUNNING
+                                fut = pool.submit(self._run_job, workflow, run_id, root, jobs[name], lake, masker,
+                                                  secret_env[name], runtime_secrets[name], secret_errors.get(name),
+                                                  attempts.get(name, 0), previous is not None and name in attempts,
+                                                  run_info)
+                                running[fut] = name
+                    if not running:
+                        break
+                    finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for fut in finished:
+                        name = running.pop(fut)
+                        res = fut.result()
+                        results[name] = res
+                        status[name] = SUCCEEDED if res.ok else FAILED
+        finally:
+            lake.close()
+        if self.stop.is_set():
+            for n, s in status.items():
+                if s == PENDING:
+                    status[n] = CANCELLED
+                    runs.update_job(run_id, n, status=CANCELLED, message="the run was stopped")
+        ok = all(s == SUCCEEDED for s in status.values())
+        failed = [n for n, s in status.items() if s == FAILED]
+        skipped = [n for n, s in status.items() if s == SKIPPED]
+        rows_in = sum(r.rows_in or 0 for r in results.values()) if results else None
+        rows_out = sum(r.rows_out or 0 for r in results.values()) if results else None
+        if ok:
+            message = f"{len(jobs)} job(s) succeeded"
+            run_status = SUCCEEDED
+        elif self.stop.is_set() and not failed:
+            message = "stopped before every job ran"
+            run_status = CANCELLED
+        else:
+            first = failed[0]
+            message = f"job '{first}' failed: {results[first].message}" if first in results else f"job '{first}' failed"
+            if skipped:
+                message += f"; skipped: {', '.join(skipped)}"
+            run_status = FAILED
+        if previous is not None:
+            message += " (resumed after an interruption)"
+        runs.finish_run(run_id, run_status, message, rows_in, rows_out)
+        self._write_run_file(root, run_id, workflow, run_status, message, status)
+        self._emit_run_end(run_info, ok, None if ok else message)
+        return RunOutcome(run_id, run_status, message, previous is not None, status, rows_in, rows_out)
+
+    def _runtime_secrets(self, job: dict, errors: dict, name: str) -> dict[str, str]:
+        if not job.get("operator"):
+            return {}
+        spec = self._spec_of(make_id("operator", job["operator"])) or {}
+        auth = (spec.get("operator") or {}).get("auth") or {}
+        refs = []
+        if isinstance(auth.get("bearer"), dict):
+            refs.append(auth["bearer"])
+        if isinstance(auth.get("basic"), dict) and isinstance(auth["basic"].get("password"), dict):
+            refs.append(auth["basic"]["password"])
+        out = {}
+        for ref in refs:
+            value, err = self._secret(ref, "public")
+            if err:
+                errors[name] = err
+            else:
+                out[ref["secret"]] = value
+        return out
+
+    def _skip_downstream(self, jobs: dict, status: dict, run_id: str) -> None:
+        changed = True
+        while changed:
+            changed = False
+            for name, job in jobs.items():
+                if status[name] != PENDING:
+                    continue
+                bad = [d for d in job.get("depends_on") or [] if status.get(d) in (FAILED, SKIPPED, CANCELLED)]
+                if bad:
+                    status[name] = SKIPPED
+                    self.store.runs.update_job(run_id, name, status=SKIPPED,
+                                               message=f"skipped: upstream job '{bad[0]}' {status[bad[0]]}")
+                    changed = True
+
+    # -- a job -----------------------------------------------------------------------------
+    def _run_job(self, workflow: Resource, run_id: str, root: Path, job: dict, lake: RunLake, masker: Masker,
+                 secret_env: dict, runtime_secrets: dict, secret_error: str | None, prior_attempts: int,
+                 interrupted: bool, run_info) -> JobResult:
+        from reconciler.stacks.registry import BUILTIN, runtime_for
+
+        name = job["name"]
+        runs = self.store.runs
+        log_path = root / f"{name}.log"
+        job_log = JobLog(log_path, masker)
+        retry = job.get("retry") or {}
+        count = int(retry.get("count") or 0)
+        delay = _parse_duration(retry.get("delay")) or 0.0
+        backoff = float(retry.get("backoff") or 1)
+        timeout = _parse_duration(job.get("timeout"))
+        if interrupted and prior_attempts:
+            job_log(f"job '{name}' was interrupted (attempt {prior_attempts}); running it again")
+        try:
+            kind, runtime_name, stack = runtime_for(job)
+        except Exception as e:  # a stack module that fails to import is our bug: the job fails, the run goes on
+            return self._job_failed(run_id, name, job_log, f"internal error loading stack: {e}", prior_attempts)
+        custom = kind == "operator" or runtime_name not in BUILTIN
+        runtime_spec = self._spec_of(make_id(kind, runtime_name)) if custom else None
+        if secret_error:
+            return self._job_failed(run_id, name, job_log, secret_error, prior_attempts)
+        result = JobResult(False, "not run")
+        attempt = prior_attempts
+        for n in range(count + 1):
+            attempt = prior_attempts + n + 1
+            started = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+            runs.update_job(run_id, name, status=RUNNING, attempts=attempt, started_at=started, log_path=str(log_path),
+                            message="retried after an interruption" if interrupted and n == 0 else None)
+            if _CRASH_AT == f"job:{workflow.id}/{name}":
+                os.kill(os.getpid(), signal.SIGKILL)
+            job_dir = root / name / f"attempt-{attempt}"
+            job_dir.mkdir(parents=True, exist_ok=True)
+            ctx = JobContext(workflow=workflow.name, workflow_id=workflow.id, workspace=workflow.workspace, job=name,
+                             stack=runtime_name if kind == "stack" else f"operator:{runtime_name}",
+                             spec=job.get("spec") or {}, run_id=run_id, attempt=attempt, commit=self.ctx.commit,
+                             state_dir=self.ctx.state_dir, repo_dir=self.ctx.repo_dir(), job_dir=job_dir,
+                             run_dir=self.ctx.run_dir(workflow.workspace), lake=lake, depots=self._depots(),
+                             environ=self.ctx.environ, secret_env=secret_env, runtime_spec=runtime_spec,
+                             runtime_secrets=runtime_secrets, log=job_log,
+                             deadline=time.monotonic() + timeout if timeout else None, cancel=self.stop)
+            job_log(f"attempt {attempt}: {ctx.stack} job '{name}' of run {run_id} started")
+            job_started = time.monotonic()
+            self._emit_job(run_info, workflow, name, ctx.stack, None)
+            try:
+                result = stack.run(ctx)
+            except Exception as e:  # a bug in a stack: this job's failure, with the traceback in its log
+                job_log(traceback.format_exc())
+                result = JobResult(False, f"internal error in the {ctx.stack} stack: {type(e).__name__}: {e}")
+            result.message = masker(result.message or "")
+            self._emit_job(run_info, workflow, name, ctx.stack, result)
+            took = time.monotonic() - job_started
+            if result.ok:
+                job_log(f"attempt {attempt} succeeded in {took:.2f}s"
+                        + (f"; rows in {result.rows_in}, out {result.rows_out}" if result.rows_out is not None else ""))
+                break
+            job_log(f"attempt {attempt} failed after {took:.2f}s: {result.message}")
+            if not result.retryable or n == count or self.stop.is_set():
+                break
+            wait_s = delay * (backoff ** n)
+            job_log(f"retrying in {wait_s:g}s ({count - n} retr{'y' if count - n == 1 else 'ies'} left)")
+            if self.stop.wait(wait_s):
+                break
+        ended = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+        if result.ok:
+            owner = workflow.spec.get("owner")
+            runs.record_job_outputs(run_id, workflow.id, name, result, owner, workflow.workspace,
+                                    list(workflow.spec.get("tags") or []))
+        runs.update_job(run_id, name, status=SUCCEEDED if result.ok else FAILED, attempts=attempt, ended_at=ended,
+                        rows_in=result.rows_in, rows_out=result.rows_out, message=result.message or None,
+                        external_id=result.external_id)
+        return result
+
+    def _job_failed(self, run_id: str, name: str, job_log: JobLog, message: str, attempts: int) -> JobResult:
+        job_log(message)
+        self.store.runs.update_job(run_id, name, status=FAILED, attempts=attempts, message=message,
+                                   ended_at=datetime.now(timezone.utc).isoformat(timespec="milliseconds"))
+        return JobResult(False, message, retryable=False)
+
+    def _write_run_file(self, root: Path, run_id: str, workflow: Resource, status: str, message: str,
+                        jobs: dict[str, str]) -> None:
+        """run.json beside the logs: `logs --follow` reads it without opening the state database."""
+        data = {"run_id": run_id, "workflow": workflow.id, "status": status, "message": message, "jobs": jobs}
+        tmp = root / ".run.json.tmp"
+        tmp.write_text(json.dumps(data, indent=2))
+        os.replace(tmp, root / "run.json")
+
+    # -- OpenLineage (never breaks a run) --------------------------------------------------------
+    def _emit_run_start(self, workflow: Resource, run_id: str, started: datetime):
+        if self.emitter is None:
+            return None
+        try:
+            from reconciler.lineage.openlineage import RunInfo
+
+            info = RunInfo(run_id=run_id, workflow_id=workflow.id, workflow=workflow.name,
+                           workspace=workflow.workspace, commit=self.ctx.commit, started_at=started, ended_at=None)
+            self.emitter.run_started(info)
+            return info
+        except Exception:  # lineage is best effort: a broken emitter must not fail the run
+            log.warning("OpenLineage: could not emit the run start", exc_info=True)
+            return None
+
+    def _emit_job(self, info, workflow: Resource, job: str, stack: str, result: JobResult | None) -> None:
+        if self.emitter is None or info is None:
+            return
+        try:
+            from reconciler.lineage.openlineage import JobInfo, job_run_id
+
+            now = datetime.now(timezone.utc)
+            ji = JobInfo(name=job, stack=stack, run_id=job_run_id(info.run_id, job),
+                         started_at=now, ended_at=now if result else None,
+                         inputs=list(result.inputs) if result else [],
+                         outputs=[o.address for o in result.outputs] if result else [])
+            if result is None:
+                self.emitter.job_started(info, ji)
+            else:
+                self.emitter.job_finished(info, ji, result)
+        except Exception:
+            log.warning("OpenLineage: could not emit a job event", exc_info=True)
+
+    def _emit_run_end(self, info, ok: bool, error: str | None) -> None:
+        if self.emitter is None or info is None:
+            return
+        try:
+            info.ended_at = datetime.now(timezone.utc)
+            self.emitter.run_finished(info, ok, error)
+        except Exception:
+            log.warning("OpenLineage: could not emit the run end", exc_info=True)
+
+
+def _default_emitter(environ: dict):
+    """OpenLineage from RECONCILER_OPENLINEAGE_URL / RECONCILER_OPENLINEAGE_FILE (the daemon adds its config)."""
+    if not (environ.get("RECONCILER_OPENLINEAGE_URL") or environ.get("RECONCILER_OPENLINEAGE_FILE")):
+        return None
+    try:
+        from reconciler.lineage.openlineage import LineageEmitter, config_from_env
+
+        return LineageEmitter(config_from_env(environ))
+    except Exception:
+        log.warning("OpenLineage: configuration ignored", exc_info=True)
+        return None

@@ -1,0 +1,217 @@
+"""The `sql` stack: DuckDB SQL steps over named inputs, written into lake tables.
+
+Each input becomes a relation named after it, each step a TEMP VIEW named after it (steps
+read inputs and earlier steps by name; DuckDB plans the chain as one query per output),
+and each output is written from a step or an input in its own transaction. Everything
+runs on one fresh cursor of the run's lake connection, which a watchdog interrupts at the
+job's deadline or when the run is cancelled.
+"""
+from __future__ import annotations
+
+import re
+import threading
+import time
+
+import duckdb
+
+from reconciler.core.resources import format_duration
+from reconciler.stacks.base import JobContext, JobResult
+from reconciler.stacks.datasets import (DatasetError, describe_relation, ident, register_input, release_inputs,
+                                        write_output, written_rows)
+from reconciler.stacks.lineage import column_lineage
+
+_POLL = 0.05  # seconds between the watchdog's looks at the deadline and the cancel flag
+
+
+class Stopped(Exception):
+    """The job passed its deadline or the run was cancelled (raised between statements)."""
+
+
+class Watchdog:
+    """Interrupts the query running on `cur` once ctx.deadline passes or ctx.cancel is set, and keeps
+    interrupting until stop(): an interrupt that lands between two statements is lost, so the
+    stack also calls check() before each statement."""
+
+    def __init__(self, ctx: JobContext, cur):
+        self.ctx = ctx
+        self.cur = cur
+        self.started = time.monotonic()
+        self.reason: str | None = None  # "timeout" | "cancelled"
+        self._done = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._watch, name=f"watchdog-{ctx.job}", daemon=True)
+
+    def __enter__(self) -> "Watchdog":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def _due(self) -> str | None:
+        if self.ctx.cancel.is_set():
+            return "cancelled"
+        if self.ctx.timed_out():
+            return "timeout"
+        return None
+
+    def _watch(self) -> None:
+        while not self._done.wait(_POLL):
+            self.reason = self.reason or self._due()
+            if self.reason:
+                with self._lock:
+                    if self._done.is_set():
+                        return
+                    self.cur.interrupt()
+
+    def stop(self) -> None:
+        with self._lock:
+            self._done.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join()
+
+    def check(self) -> None:
+        self.reason = self.reason or self._due()
+        if self.reason:
+            raise Stopped(self.reason)
+
+    def message(self) -> str:
+        if self.reason == "timeout" and self.ctx.deadline is not None:
+            budget = max(0.0, self.ctx.deadline - self.started)
+            return f"timed out after {format_duration(round(budget) if budget >= 1 else round(budget, 3))}"
+        return "cancelled" if self.reason == "cancelled" else "interrupted"
+
+
+def stopped_result(dog: Watchdog, result: JobResult) -> JobResult:
+    result.ok = False
+    result.message = dog.message()
+    result.retryable = dog.reason != "cancelled"
+    return result
+
+
+def clean_sql(sql: str) -> str:
+    return sql.strip().rstrip(";").rstrip()
+
+
+def user_positions(message: str, shift: int = 1) -> str:
+    """DuckDB's `LINE n:` markers of a statement we wrapped in `shift` extra leading lines, renumbered
+    to the user's own SQL (the caret line under it is realigned)."""
+    lines = message.split("\n")
+    for i, line in enumerate(lines):
+        match = re.match(r"^LINE (\d+): ", line)
+        if not match or int(match.group(1)) <= shift:
+            continue
+        prefix = f"LINE {int(match.group(1)) - shift}: "
+        lines[i] = prefix + line[match.end():]
+        cut = match.end() - len(prefix)
+        if cut and i + 1 < len(lines) and lines[i + 1].startswith(" " * cut) and "^" in lines[i + 1]:
+            lines[i + 1] = lines[i + 1][cut:]
+    return "\n".join(lines).strip()
+
+
+def _step_error(cur, name: str, sql: str) -> str | None:
+    """Why a step's SQL is not one query, from DuckDB's parser (its positions are the user's own)."""
+    try:
+        statements = cur.extract_statements(sql)
+    except duckdb.Error as exc:
+        return str(exc).strip()
+    if len(statements) != 1:
+        return f"a step is one SELECT query; this one has {len(statements)} statements"
+    if statements[0].type != duckdb.StatementType.SELECT:
+        kind = str(statements[0].type).rsplit(".", 1)[-1]
+        return f"a step is one SELECT query (it becomes a view); this one is a {kind} statement"
+    return None
+
+
+class SqlStack:
+    name = "sql"
+
+    def run(self, ctx: JobContext) -> JobResult:
+        spec = ctx.spec or {}
+        inputs = [(i["name"], i["dataset"]) for i in spec.get("inputs") or []]
+        steps = [(s["name"], clean_sql(s["sql"])) for s in spec.get("steps") or []]
+        result = JobResult(ok=True, inputs=[address for _, address in inputs],
+                           sql="\n".join(f"-- step: {name}\n{sql};" for name, sql in steps) or None)
+        cur = ctx.lake.cursor()
+        dog = Watchdog(ctx, cur)
+        try:
+            with dog:
+                return self._run(ctx, cur, dog, inputs, steps, spec.get("outputs") or [], result)
+        except Stopped:
+            return stopped_result(dog, result)
+        except duckdb.InterruptException:
+            return stopped_result(dog, result)
+        finally:
+            for name, _ in reversed(steps):
+                try:
+                    cur.execute(f"DROP VIEW IF EXISTS temp.main.{ident(name)}")
+                except duckdb.Error:
+                    pass
+            release_inputs(cur)
+            cur.close()
+
+    def _run(self, ctx: JobContext, cur, dog: Watchdog, inputs: list[tuple[str, str]],
+             steps: list[tuple[str, str]], outputs: list[dict], result: JobResult) -> JobResult:
+        def fail(message: str, retryable: bool = False) -> JobResult:
+            result.ok, result.message, result.retryable = False, message, retryable
+            return result
+
+        counts = []
+        for name, address in inputs:
+            dog.check()
+            try:
+                count = register_input(cur, ctx, name, address)
+            except DatasetError as exc:
+                return fail(f"input '{name}': {exc.message}", exc.retryable)
+            counts.append(count)
+            ctx.log(f"input {name}: {address}" + (f" ({count} rows)" if count is not None else ""))
+        # rows in is only worth showing when every input was counted
+        result.rows_in = sum(counts) if counts and None not in counts else None
+
+        for name, sql in steps:
+            dog.check()
+            problem = _step_error(cur, name, sql)
+            if problem:
+                return fail(f"step '{name}': {problem}")
+            try:
+                # the SQL starts on a line of its own so DuckDB's LINE numbers map back to it
+                cur.execute(f"CREATE OR REPLACE TEMP VIEW {ident(name)} AS\n{sql}")
+            except duckdb.InterruptException:
+                raise
+            except duckdb.Error as exc:
+                return fail(f"step '{name}': {user_positions(str(exc))}")
+            ctx.log(f"step {name}: ok")
+
+        schemas = {}
+        for name, _ in inputs:
+            try:
+                schemas[name] = dict(describe_relation(cur, ident(name)))
+            except duckdb.InterruptException:
+                raise
+            except duckdb.Error:
+                pass  # lineage only: it then traces what it can without this input's columns
+
+        rows_out = 0
+        step_names = {name for name, _ in steps}
+        for output in outputs:
+            dog.check()
+            source, address = output["from"], output["dataset"]
+            mode = output.get("mode") or "overwrite"
+            started = time.monotonic()
+            try:
+                written = write_output(cur, ctx, address, f"SELECT * FROM {ident(source)}", mode,
+                                       output.get("keys") or [])
+            except DatasetError as exc:
+                return fail(exc.message, exc.retryable)
+            rows = written_rows(written)
+            rows_out += rows
+            result.outputs.append(written)
+            ctx.log(f"output {address}: {rows} rows written ({mode}), {written.row_count} in the table, "
+                    f"{time.monotonic() - started:.2f}s")
+            result.column_lineage[address] = column_lineage(
+                [s for s in steps if s[0] in step_names], dict(inputs), source,
+                [column for column, _ in written.columns], schemas)
+        result.rows_out = rows_out
+        result.message = (f"{len(result.outputs)} output(s), {rows_out} rows written" if outputs
+                          else f"{len(steps)} step(s) ran; no outputs")
+        return result
