@@ -276,6 +276,12 @@ class Resolver:
             for ref in self._validated[r.id].refs:
                 if ref.kind == "write":
                     writers.setdefault(ref.target, set()).add(r.id)
+        for target, ids in sorted(writers.items()):
+            if len(ids) > 1:
+                first = sorted(ids)[0]
+                self._warn(self._origin[first], f"{target} is written by {len(ids)} workflows: {', '.join(sorted(ids))}",
+                           hint="one owner per table keeps lineage and freshness meaningful; use mode append or merge "
+                                "if several workflows feed it on purpose")
         bad: set[str] = set()
         for rid, r in list(res.items()):
             doc = self._origin[rid]
@@ -329,13 +335,13 @@ class Resolver:
                         return False
                     return None
                 others = writers.get(target, set()) - {r.id}
+                if r.id in writers.get(target, set()):
+                    return None  # a table the workflow writes itself: its own jobs order the reads
                 if others:
                     # several writers: depend on all of them
                     for w in sorted(others)[1:]:
                         r.depends_on.add(w)
                     return sorted(others)[0]
-                if r.id in writers.get(target, set()):
-                    return None
                 if ws_id not in known and owner != DEFAULT_WORKSPACE:
                     self._error(doc, f"{what}: dataset {target} is in unknown workspace '{owner}'", ref.path)
                     return False

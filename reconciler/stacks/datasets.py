@@ -18,6 +18,7 @@ import json
 import re
 import sqlite3
 import threading
+import time
 import urllib.parse
 import uuid
 from pathlib import Path
@@ -134,7 +135,7 @@ def _register_lake(cur, name: str, address: str, workspace: str, table: str) -> 
     except duckdb.CatalogException:
         raise DatasetError(f"dataset {address} does not exist (no workflow has written it yet?)") from None
     _on_release(cur, f"DROP VIEW IF EXISTS temp.main.{ident(name)}")
-    return cur.execute(f"SELECT count(*) FROM {target}").fetchone()[0]
+    return cur.execute(f"SELECT count(*) FROM {target}").fetchall()[0][0]
 
 
 def _resolve_path(ctx: JobContext, raw: str) -> Path:
@@ -166,7 +167,7 @@ def _read_file(cur, ctx: JobContext, name: str, address: str, spec: dict, datase
     if fmt != "parquet" and sum(p.stat().st_size for p in files) > _COUNT_TEXT_BYTES:
         return None
     try:
-        return cur.execute(f"SELECT count(*) FROM {ident(name)}").fetchone()[0]
+        return cur.execute(f"SELECT count(*) FROM {ident(name)}").fetchall()[0][0]
     except duckdb.InterruptException:
         raise
     except duckdb.Error as exc:
@@ -200,7 +201,7 @@ def _read_duckdb(cur, ctx: JobContext, name: str, address: str, spec: dict, data
     _on_release(cur, f"DROP VIEW IF EXISTS temp.main.{ident(name)}")
     if found[key] != "BASE TABLE":
         return None
-    return cur.execute(f"SELECT count(*) FROM {target}").fetchone()[0]
+    return cur.execute(f"SELECT count(*) FROM {target}").fetchall()[0][0]
 
 
 def _register_arrow(cur, name: str, table: pa.Table) -> int:
@@ -377,7 +378,7 @@ def describe(cur, address: str) -> list[tuple[str, str]]:
 
 def row_count(cur, address: str) -> int:
     try:
-        return cur.execute(f"SELECT count(*) FROM {lake_table(address)}").fetchone()[0]
+        return cur.execute(f"SELECT count(*) FROM {lake_table(address)}").fetchall()[0][0]
     except duckdb.CatalogException:
         raise DatasetError(f"dataset {address} does not exist (no workflow has written it yet?)") from None
 
@@ -385,17 +386,20 @@ def row_count(cur, address: str) -> int:
 def _table_exists(cur, schema: str, table: str) -> bool:
     return cur.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
                        "AND lower(schema_name) = lower(?) AND lower(table_name) = lower(?)",
-                       [schema, table]).fetchone()[0] > 0
+                       [schema, table]).fetchall()[0][0] > 0
 
 
 def _ensure_schema(cur, schema: str) -> None:
-    try:
-        cur.execute(f"CREATE SCHEMA IF NOT EXISTS {ident(schema)}")
-    except duckdb.TransactionException:
-        # another job created it at the same moment: fine if it is there now
-        if not cur.execute("SELECT count(*) FROM duckdb_schemas() WHERE database_name = current_database() "
-                           "AND schema_name = ?", [schema]).fetchone()[0]:
-            raise
+    # concurrent jobs creating one schema: DuckDB reports a write-write conflict to the second one while
+    # the first has not committed yet, so try again until the first one's schema is there
+    for attempt in range(50):
+        try:
+            cur.execute(f"CREATE SCHEMA IF NOT EXISTS {ident(schema)}")
+            return
+        except duckdb.TransactionException:
+            if attempt == 49:
+                raise
+            time.sleep(0.02)
 
 
 def write_output(cur, ctx: JobContext, address: str, select_sql: str, mode: str,
@@ -432,7 +436,7 @@ def write_output(cur, ctx: JobContext, address: str, select_sql: str, mode: str,
         else:
             written = _merge(cur, address, target, select_sql, keys)
         columns = describe_relation(cur, target)
-        total = cur.execute(f"SELECT count(*) FROM {target}").fetchone()[0]
+        total = cur.execute(f"SELECT count(*) FROM {target}").fetchall()[0][0]
         cur.commit()
     except BaseException as exc:
         try:
@@ -455,8 +459,8 @@ def written_rows(result: TableWritten) -> int:
 
 
 def _count(relation) -> int:
-    row = relation.fetchone()
-    return int(row[0]) if row and isinstance(row[0], int) else 0
+    rows = relation.fetchall()  # DuckDB 2 wants every result read before the cursor's next call
+    return int(rows[0][0]) if rows and isinstance(rows[0][0], int) else 0
 
 
 def _check_keys(columns: list[tuple[str, str]], keys: list[str], address: str) -> None:
@@ -479,7 +483,7 @@ def _merge(cur, address: str, target: str, select_sql: str, keys: list[str]) -> 
                            f"(columns: {', '.join(c for c, _ in existing)}); overwrite it once or fix keys")
     key_list = ", ".join(ident(k) for k in keys)
     duplicated = cur.execute(f"SELECT count(*) FROM (SELECT {key_list} FROM {stage} GROUP BY ALL "
-                             "HAVING count(*) > 1)").fetchone()[0]
+                             "HAVING count(*) > 1)").fetchall()[0][0]
     if duplicated:
         raise DatasetError(f"cannot merge into {address}: {duplicated} key value(s) of ({', '.join(keys)}) appear "
                            "more than once in the output; make the keys unique (e.g. with QUALIFY row_number())")

@@ -128,8 +128,7 @@ class OperatorStack:
     """Runs a job on a `type: operator` resource; the document comes from ctx.runtime_spec unless given here."""
 
     def __init__(self, name: str | None = None, document: dict | None = None):
-        self.name = name if name is None or name.startswith("operator:") else f"operator:{name}"
-        self.name = self.name or "operator"
+        self.name = "operator" if name is None else name if name.startswith("operator:") else f"operator:{name}"
         self.document = document
 
     def run(self, ctx: JobContext) -> JobResult:

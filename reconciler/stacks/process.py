@@ -61,8 +61,9 @@ def run_process(cmd: list[str], *, cwd: Path, env: dict, log: Callable[[str], No
     # the group id is the leader's pid (start_new_session); its members may outlive the leader
     _stop_group(proc, proc.pid)
     proc.wait()
-    # a process that left the group (setsid) can keep the pipe open: do not wait for it forever
-    reader.join(KILL_GRACE)
+    # the group is gone, so the pipe is at EOF once drained; only a process that left the group
+    # (setsid) can keep it open, and that must not hang the job
+    reader.join(10.0)
     return ProcessOutcome(proc.returncode, timed_out, cancelled, time.monotonic() - start)
 
 

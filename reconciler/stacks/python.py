@@ -9,6 +9,7 @@ RECONCILER_*, PYTHONPATH (the repository root first) and the job's secrets.
 """
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import sys
@@ -22,8 +23,18 @@ from . import datasets
 from .base import JobContext, JobResult, TableWritten
 from .process import base_env, failure_of, run_process
 
-# the child runs `-m reconciler.stacks.python_child`: make sure it finds this very package
-_PACKAGE_ROOT = str(Path(reconciler.__file__).resolve().parent.parent)
+
+def _package_path() -> list[str]:
+    """What the child's PYTHONPATH needs so that `-m reconciler.stacks.python_child` imports.
+
+    An installed reconciler (editable or not) is found without help; running from a source tree is
+    not, and then its folder goes last, after the repository root, so the user's own top-level
+    packages (a `tests/` folder, say) win over ours."""
+    try:
+        importlib.metadata.distribution("reconciler")
+        return []
+    except importlib.metadata.PackageNotFoundError:
+        return [str(Path(reconciler.__file__).resolve().parent.parent)]
 
 
 class PythonStack:
@@ -62,7 +73,7 @@ class PythonStack:
         }, default=str))  # YAML may give dates in params; they arrive as ISO text
 
         env = {**base_env(ctx),
-               "PYTHONPATH": os.pathsep.join(dict.fromkeys([str(repo), _PACKAGE_ROOT])),
+               "PYTHONPATH": os.pathsep.join(dict.fromkeys([str(repo), *_package_path()])),
                "PYTHONUNBUFFERED": "1",  # log lines as they are printed, not at exit
                "PYTHONDONTWRITEBYTECODE": "1",  # keep __pycache__ out of the materialised repository
                "PYTHONIOENCODING": "utf-8",

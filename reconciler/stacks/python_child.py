@@ -168,12 +168,11 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _print_user_traceback(exc: BaseException) -> None:
-    """The traceback from the user's code down, without this module's frames on top."""
-    tb = exc.__traceback__
-    while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
-        tb = tb.tb_next
-    traceback.print_exception(type(exc), exc, tb, file=sys.stderr)
-    sys.stderr.flush()
+    """The traceback of the user's code: this module's and importlib's frames left out."""
+    shown = traceback.TracebackException(type(exc), exc, exc.__traceback__)
+    shown.stack = traceback.StackSummary.from_list(
+        [f for f in shown.stack if f.filename != __file__ and not f.filename.startswith("<frozen importlib")])
+    print("".join(shown.format()), end="", file=sys.stderr, flush=True)
 
 
 def _finish(result_path: Path, code: int, message: str = "", retryable: bool = True,
@@ -205,6 +204,7 @@ def run_job(job: dict) -> int:
     try:
         module = _load_module(path)
     except SyntaxError as exc:
+        print("".join(traceback.format_exception_only(type(exc), exc)), end="", file=sys.stderr)
         return _finish(result_path, EXIT_LOAD_ERROR, f"{shown} line {exc.lineno}: SyntaxError: {exc.msg}", False)
     except Exception as exc:
         _print_user_traceback(exc)
@@ -219,25 +219,24 @@ def run_job(job: dict) -> int:
 
     ctx = PythonJobContext(job)
     try:
-        takes_ctx = _accepts_argument(target)
-        returned = target(ctx) if takes_ctx else target()
-        if isinstance(returned, dict):
-            for name, data in returned.items():
-                ctx.write(name, data)
-        elif returned is not None:
-            raise JobApiError(f"{function}() returned {type(returned).__name__}; return None (after ctx.write) "
-                              "or a dict {output_name: rows}")
+        try:
+            returned = target(ctx) if _accepts_argument(target) else target()
+        except SystemExit as exc:
+            if exc.code not in (None, 0):
+                return _finish(result_path, EXIT_USER_ERROR, f"{who} called sys.exit({exc.code!r})")
+            returned = None
+        if returned is not None and not isinstance(returned, dict):
+            return _finish(result_path, EXIT_USER_ERROR, f"{who} returned {type(returned).__name__}; return None "
+                           "(after ctx.write) or a dict {output_name: rows}", False)
+        for name, data in (returned or {}).items():
+            ctx.write(name, data)
         written = ctx._finish()
-    except SystemExit as exc:
-        if exc.code in (None, 0):
-            written = ctx._finish()
-        else:
-            return _finish(result_path, EXIT_USER_ERROR, f"{who} called sys.exit({exc.code!r})")
     except Exception as exc:
         _print_user_traceback(exc)
         detail = _first_line(exc)
         message = f"{who} raised {type(exc).__name__}" + (f": {detail}" if detail else "")
-        return _finish(result_path, EXIT_USER_ERROR, message)
+        # a misuse of ctx fails the same way on every attempt; the user's own errors may be transient
+        return _finish(result_path, EXIT_USER_ERROR, message, retryable=not isinstance(exc, JobApiError))
     return _finish(result_path, EXIT_OK, written=written)
 
 

@@ -89,6 +89,14 @@ def stopped_result(dog: Watchdog, result: JobResult) -> JobResult:
     return result
 
 
+def failed_result(result: JobResult, exc: Exception) -> JobResult:
+    """A DuckDB error no finer handler expected (e.g. reading a dataset that changed underneath)."""
+    result.ok, result.message = False, str(exc).strip()
+    # a lock or write conflict with another job may clear; anything else would fail again
+    result.retryable = isinstance(exc, (duckdb.TransactionException, duckdb.IOException))
+    return result
+
+
 def clean_sql(sql: str) -> str:
     return sql.strip().rstrip(";").rstrip()
 
@@ -141,6 +149,8 @@ class SqlStack:
             return stopped_result(dog, result)
         except duckdb.InterruptException:
             return stopped_result(dog, result)
+        except duckdb.Error as exc:
+            return failed_result(result, exc)
         finally:
             for name, _ in reversed(steps):
                 try:
@@ -192,7 +202,6 @@ class SqlStack:
                 pass  # lineage only: it then traces what it can without this input's columns
 
         rows_out = 0
-        step_names = {name for name, _ in steps}
         for output in outputs:
             dog.check()
             source, address = output["from"], output["dataset"]
@@ -209,8 +218,7 @@ class SqlStack:
             ctx.log(f"output {address}: {rows} rows written ({mode}), {written.row_count} in the table, "
                     f"{time.monotonic() - started:.2f}s")
             result.column_lineage[address] = column_lineage(
-                [s for s in steps if s[0] in step_names], dict(inputs), source,
-                [column for column, _ in written.columns], schemas)
+                steps, dict(inputs), source, [column for column, _ in written.columns], schemas)
         result.rows_out = rows_out
         result.message = (f"{len(result.outputs)} output(s), {rows_out} rows written" if outputs
                           else f"{len(steps)} step(s) ran; no outputs")
