@@ -1,0 +1,159 @@
+"""Workflow runner overhead: 20 sql jobs over 1,000,000 generated rows.
+
+Runs the workflow through `reconciler apply` (a fresh CLI process, real lake,
+real records), then the very same SQL statements directly in DuckDB, and prints
+one table: the run's wall time, the same SQL run directly, the runner's overhead,
+and what recording runs, lineage and profiles cost.
+
+    python bench/workflow_bench.py [--rows 1000000] [--jobs 20]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+import duckdb
+import pygit2
+
+
+def generate(data_dir: Path, rows: int) -> None:
+    data_dir.mkdir(parents=True)
+    con = duckdb.connect()
+    con.execute(f"""
+        COPY (SELECT i AS id,
+                     TIMESTAMP '2026-11-01' + to_seconds(i % 2592000) AS ts,
+                     (i * 7919) % 10000000000000000 AS card_number,
+                     round(((i * 31) % 100000) / 100.0 - 5, 2) AS amount,
+                     ['USD', 'EUR', 'GBP'][1 + i % 3] AS currency,
+                     'm-' || (i % 500) AS merchant_id,
+                     ['EU', 'US', 'APAC'][1 + i % 3] AS region,
+                     ['approved', 'declined', 'reversed'][1 + (i % 10 = 0)::INT + (i % 50 = 0)::INT] AS status
+              FROM range({rows}) t(i))
+        TO '{data_dir / "transactions.parquet"}' (FORMAT parquet)""")
+    con.close()
+
+
+def job_sql(i: int) -> tuple[str, str, str]:
+    """(input name, input dataset, sql) for job i; jobs 1-9 read the raw depot, 10-19 read job 0's table."""
+    if i == 0:
+        return "raw", "depot://bench-raw/transactions", "SELECT * FROM raw WHERE amount > 0"
+    if i < 10:
+        return "raw", "depot://bench-raw/transactions", (
+            f"SELECT merchant_id, currency, count(*) AS n, sum(amount) AS total FROM raw "
+            f"WHERE id % 10 = {i} GROUP BY ALL")
+    return "clean", "lake://bench/t0", (
+        f"SELECT region, status, CAST(ts AS DATE) AS day, count(*) AS n, avg(amount) AS avg_amount "
+        f"FROM clean WHERE id % 10 = {i - 10} GROUP BY ALL")
+
+
+def make_repo(root: Path, jobs: int) -> None:
+    (root / "bench.yaml").write_text(f"""version: v1
+type: workspace
+name: bench
+---
+version: v1
+type: depot
+name: bench-raw
+depot: {{kind: file, path: data, format: parquet}}
+""")
+    dag = []
+    for i in range(jobs):
+        name, dataset, sql = job_sql(i)
+        deps = "      depends_on: [job-0]\n" if dataset.startswith("lake://") else ""
+        dag.append(f"""    - name: job-{i}
+      stack: sql
+{deps}      spec:
+        inputs: [{{name: {name}, dataset: "{dataset}"}}]
+        steps: [{{name: s, sql: "{sql}"}}]
+        outputs: [{{from: s, dataset: "lake://bench/t{i}", mode: overwrite}}]
+""")
+    (root / "workflow.yaml").write_text("version: v1\ntype: workflow\nname: bench\nworkspace: bench\nworkflow:\n  dag:\n"
+                                        + "".join(dag))
+    repo = pygit2.init_repository(str(root), initial_head="main")
+    repo.index.add_all()
+    repo.index.write()
+    sig = pygit2.Signature("bench", "bench@example.com")
+    repo.create_commit("HEAD", sig, sig, "bench", repo.index.write_tree(), [])
+
+
+def direct(data_dir: Path, lake: Path, jobs: int) -> float:
+    """The same statements, sequentially in one DuckDB connection: no runner, no records."""
+    con = duckdb.connect(str(lake))
+    con.execute("CREATE SCHEMA IF NOT EXISTS bench")
+    started = time.perf_counter()
+    con.execute(f"CREATE OR REPLACE TEMP VIEW raw AS SELECT * FROM read_parquet('{data_dir}/transactions.parquet')")
+    for i in range(jobs):
+        name, dataset, sql = job_sql(i)
+        if name == "clean":
+            con.execute("CREATE OR REPLACE TEMP VIEW clean AS SELECT * FROM bench.t0")
+        con.execute(f"CREATE OR REPLACE TABLE bench.t{i} AS {sql}")
+    took = time.perf_counter() - started
+    con.close()
+    return took
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--jobs", type=int, default=20)
+    ap.add_argument("--runs", type=int, default=3)
+    args = ap.parse_args()
+    exe = Path(sys.executable).with_name("reconciler")
+    work = Path(tempfile.mkdtemp(prefix="reconciler-wfbench-"))
+    try:
+        repo = work / "repo"
+        generate(repo / "data", args.rows)
+        make_repo(repo, args.jobs)
+        runner_times, direct_times, stack_times, record_times = [], [], [], []
+        for n in range(args.runs):
+            state = work / f"state-{n}"
+            t0 = time.perf_counter()
+            p = subprocess.run([str(exe), "apply", "--auto-approve", "--repo", str(repo), "--state-dir", str(state),
+                                "-o", "json"], capture_output=True, text=True)
+            wall = time.perf_counter() - t0
+            if p.returncode != 0:
+                print(p.stdout, p.stderr)
+                return 1
+            got = json.loads(subprocess.run([str(exe), "get", "runs", "bench", "-w", "bench", "--state-dir", str(state),
+                                             "-o", "json"], capture_output=True, text=True).stdout)[0]
+            run_s = (datetime.fromisoformat(got["ended_at"]) - datetime.fromisoformat(got["started_at"])).total_seconds()
+            runner_times.append(run_s)
+            # per job: the stack's own time (from the log) against the job's recorded span
+            stack_s = job_span = 0.0
+            for j in got["jobs"]:
+                job_span += (datetime.fromisoformat(j["ended_at"]) - datetime.fromisoformat(j["started_at"])).total_seconds()
+                text = (Path(j["log_path"])).read_text()
+                stack_s += float(re.search(r"succeeded in ([0-9.]+)s", text).group(1))
+            stack_times.append(stack_s)
+            record_times.append(job_span - stack_s)
+            direct_times.append(direct(repo / "data", work / f"direct-{n}.duckdb", args.jobs))
+            print(f"# run {n + 1}: apply {wall:.2f}s (run {run_s:.2f}s), direct {direct_times[-1]:.2f}s", file=sys.stderr)
+        med = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
+        r, d = med(runner_times), med(direct_times)
+        rows = [
+            ("workflow run (20 sql jobs, runner)", f"{r:.2f} s"),
+            ("same SQL directly in DuckDB", f"{d:.2f} s"),
+            ("runner overhead", f"{(r - d) / r * 100:.1f} % of the run (target < 10 %)"),
+            ("recording runs, lineage, catalog (sum over jobs)", f"{med(record_times):.3f} s"),
+            ("stacks' own time (sum over jobs)", f"{med(stack_times):.2f} s"),
+        ]
+        print(f"Workflow runner, {args.rows:,} rows, {args.jobs} sql jobs, median of {args.runs}, {os.cpu_count()} cpus")
+        w = max(len(a) for a, _ in rows)
+        for a, b in rows:
+            print(f"  {a:<{w}}  {b}")
+        return 0
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
