@@ -121,6 +121,12 @@ def get_catalog(state_dir: Path, name: str | None, workspace: str | None, output
                 raise UserError(f"no dataset '{name}' in the catalog of {state_dir}")
         for d in datasets:
             d["columns"] = store.catalog.columns(d["address"])
+        if name and len(datasets) == 1:  # one dataset: its profile and latest quality results too
+            d = datasets[0]
+            d["profile"] = store.runs.profiles(d["address"])
+            latest = store.runs.quality(dataset=d["address"], limit=50)
+            last_run = latest[0]["run_id"] if latest else None
+            d["quality"] = [q for q in latest if q["run_id"] == last_run]
         products = store.catalog.dataproducts() if not name else []
     if output in ("json", "yaml"):
         payload = {"datasets": datasets, "dataproducts": products}
@@ -138,8 +144,23 @@ def get_catalog(state_dir: Path, name: str | None, workspace: str | None, output
         d = datasets[0]
         out.line(f"{d['address']}  ({d.get('kind') or '-'}, {d.get('row_count') if d.get('row_count') is not None else '?'} rows, "
                  f"owner {d.get('owner_resource') or '-'})")
-        table(out, ["COLUMN", "TYPE", "TAGS"], [[c["name"], c["type"], ",".join(c.get("tags") or [])]
-                                                for c in d["columns"]])
+        if d.get("owner") or d.get("last_run"):
+            out.line(f"owner: {d.get('owner') or '-'}, last written by run {d.get('last_run') or '-'} "
+                     f"({age(d.get('updated_at'))} ago)")
+        stats = {p["column"]: p for p in d.get("profile") or []}
+
+        def stat(col, key):
+            v = stats.get(col, {}).get(key)
+            return "-" if v is None else str(v)[:24]
+
+        table(out, ["COLUMN", "TYPE", "TAGS", "NULLS", "DISTINCT", "MIN", "MAX"],
+              [[c["name"], c["type"], ",".join(c.get("tags") or []), stat(c["name"], "nulls"),
+                stat(c["name"], "distinct"), stat(c["name"], "min"), stat(c["name"], "max")] for c in d["columns"]])
+        if d.get("quality"):
+            out.line()
+            table(out, ["CHECK", "SEVERITY", "RESULT", "FAILING ROWS", "RUN"],
+                  [[q["name"], q["severity"], "pass" if q["passed"] else "FAIL", str(q["failing_rows"]), q["run_id"]]
+                   for q in d["quality"]])
         return 0
     table(out, ["DATASET", "KIND", "ROWS", "COLUMNS", "OWNER", "UPDATED"],
           [[d["address"], d.get("kind") or "-", "-" if d.get("row_count") is None else str(d["row_count"]),

@@ -32,7 +32,7 @@ def make_target(repo, ref, state_dir, paths):
 
     t = Target(repo=repo, ref=ref, paths=list(paths) or None)
     if state_dir is not None:
-        t.state_dir = state_dir
+        t.state_dir = Path(state_dir).absolute()
     return t
 
 

@@ -31,6 +31,10 @@ class Target:
     state_dir: Path = field(default_factory=lambda: Path(os.environ.get("RECONCILER_STATE_DIR") or ".reconciler"))
     paths: list[str] | None = None
 
+    def __post_init__(self):
+        # absolute: jobs run in subprocesses with other working directories and must find their files
+        self.state_dir = Path(self.state_dir).absolute()
+
 
 @dataclass
 class Desired:

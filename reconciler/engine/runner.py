@@ -198,6 +198,12 @@ class WorkflowRunner:
                     env[var] = value
             secret_env[name] = env
             runtime_secrets[name] = self._runtime_secrets(job, secret_errors, name)
+        # passwords of postgres depots the jobs may read, resolved here so the stacks get them and logs mask them
+        for ref in self._depot_password_refs():
+            value, err = self._secret(ref, "public")
+            if not err:
+                for env in runtime_secrets.values():
+                    env[f"{ref.get('workspace') or 'public'}/{ref['secret']}"] = value
         masker = Masker([v for env in secret_env.values() for v in env.values()]
                         + [v for env in runtime_secrets.values() for v in env.values()])
 
@@ -258,6 +264,10 @@ class WorkflowRunner:
         self._write_run_file(root, run_id, workflow, run_status, message, status)
         self._emit_run_end(run_info, ok, None if ok else message)
         return RunOutcome(run_id, run_status, message, previous is not None, status, rows_in, rows_out)
+
+    def _depot_password_refs(self) -> list[dict]:
+        return [d["depot"]["password"] for d in self._depots().values()
+                if isinstance((d.get("depot") or {}).get("password"), dict)]
 
     def _runtime_secrets(self, job: dict, errors: dict, name: str) -> dict[str, str]:
         if not job.get("operator"):
@@ -358,14 +368,8 @@ class WorkflowRunner:
             job_log(f"retrying in {wait_s:g}s ({count - n} retr{'y' if count - n == 1 else 'ies'} left)")
             if self.stop.wait(wait_s):
                 break
-        ended = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-        if result.ok:
-            owner = workflow.spec.get("owner")
-            runs.record_job_outputs(run_id, workflow.id, name, result, owner, workflow.workspace,
-                                    list(workflow.spec.get("tags") or []))
-        runs.update_job(run_id, name, status=SUCCEEDED if result.ok else FAILED, attempts=attempt, ended_at=ended,
-                        rows_in=result.rows_in, rows_out=result.rows_out, message=result.message or None,
-                        external_id=result.external_id)
+        runs.finish_job(run_id, workflow.id, name, result, attempts=attempt, owner=workflow.spec.get("owner"),
+                        workspace=workflow.workspace, tags=list(workflow.spec.get("tags") or []))
         return result
 
     def _job_failed(self, run_id: str, name: str, job_log: JobLog, message: str, attempts: int) -> JobResult:

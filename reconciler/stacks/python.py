@@ -48,7 +48,7 @@ class PythonStack:
         if not source.is_file() or not source.is_relative_to(repo):
             return JobResult(ok=False, message=f"python file {shown} does not exist in the repository",
                              retryable=False)
-        job_dir = Path(ctx.job_dir)
+        job_dir = Path(ctx.job_dir).absolute()  # the child runs in another working directory
         inputs_dir, outputs_dir = job_dir / "inputs", job_dir / "outputs"
         for folder in (inputs_dir, outputs_dir):
             folder.mkdir(parents=True, exist_ok=True)

@@ -93,7 +93,7 @@ class Catalog:
         return [{"address": a, "name": n, "type": t, "ordinal": o, "tags": json.loads(tags) if tags else []}
                 for a, n, t, o, tags in rows]
 
-    def _put(self, owner_id: str, datasets: list[dict], replace: bool) -> None:
+    def _put(self, owner_id: str, datasets: list[dict], replace: bool, conn=None) -> None:
         now = _now()
         by_address = {d["address"]: d for d in datasets}  # one row per address: the last wins
         addresses = list(by_address)
@@ -106,26 +106,37 @@ class Catalog:
                             d.get("last_run")))
             for ordinal, col in enumerate(d.get("columns") or (), start=1):
                 col_rows.append((address, col["name"], col.get("type"), ordinal, _tags(col.get("tags"))))
+        if conn is not None:
+            self._write(conn, owner_id, addresses, ds_rows, col_rows, replace)
+            return
         with self._store._transaction(now, bump_serial=False) as (conn, _):
-            if replace:
-                conn.execute("DELETE FROM columns WHERE address IN "
-                             "(SELECT address FROM datasets WHERE owner_resource = ?)", [owner_id])
-                conn.execute("DELETE FROM datasets WHERE owner_resource = ?", [owner_id])
-            conn.execute("DELETE FROM columns WHERE list_contains($1::VARCHAR[], address)", [addresses])
-            conn.execute("DELETE FROM datasets WHERE list_contains($1::VARCHAR[], address)", [addresses])
-            if ds_rows:
-                cols = [list(c) for c in zip(*ds_rows)]
-                conn.execute(
-                    f"INSERT INTO datasets ({', '.join(_DATASET_COLUMNS)}) SELECT unnest($1::VARCHAR[]), "
-                    "unnest($2::VARCHAR[]), unnest($3::VARCHAR[]), "
-                    "unnest($4::VARCHAR[]), unnest($5::VARCHAR[]), unnest($6::VARCHAR[]), unnest($7::BIGINT[]), "
-                    "unnest($8::VARCHAR[]), unnest($9::VARCHAR[]), unnest($10::VARCHAR[]), unnest($11::VARCHAR[]), "
-                    "unnest($12::VARCHAR[])", cols)
-            if col_rows:
-                cols = [list(c) for c in zip(*col_rows)]
-                conn.execute(
-                    "INSERT INTO columns SELECT unnest($1::VARCHAR[]), unnest($2::VARCHAR[]), unnest($3::VARCHAR[]), "
-                    "unnest($4::INTEGER[]), unnest($5::VARCHAR[])", cols)
+            self._write(conn, owner_id, addresses, ds_rows, col_rows, replace)
+
+    def put_in(self, conn, owner_id: str, datasets: list[dict]) -> None:
+        """Upsert datasets inside a transaction the caller holds (a job's results land in one)."""
+        self._put(owner_id, datasets, replace=False, conn=conn)
+
+    @staticmethod
+    def _write(conn, owner_id: str, addresses: list, ds_rows: list, col_rows: list, replace: bool) -> None:
+        if replace:
+            conn.execute("DELETE FROM columns WHERE address IN "
+                         "(SELECT address FROM datasets WHERE owner_resource = ?)", [owner_id])
+            conn.execute("DELETE FROM datasets WHERE owner_resource = ?", [owner_id])
+        conn.execute("DELETE FROM columns WHERE list_contains($1::VARCHAR[], address)", [addresses])
+        conn.execute("DELETE FROM datasets WHERE list_contains($1::VARCHAR[], address)", [addresses])
+        if ds_rows:
+            cols = [list(c) for c in zip(*ds_rows)]
+            conn.execute(
+                f"INSERT INTO datasets ({', '.join(_DATASET_COLUMNS)}) SELECT unnest($1::VARCHAR[]), "
+                "unnest($2::VARCHAR[]), unnest($3::VARCHAR[]), "
+                "unnest($4::VARCHAR[]), unnest($5::VARCHAR[]), unnest($6::VARCHAR[]), unnest($7::BIGINT[]), "
+                "unnest($8::VARCHAR[]), unnest($9::VARCHAR[]), unnest($10::VARCHAR[]), unnest($11::VARCHAR[]), "
+                "unnest($12::VARCHAR[])", cols)
+        if col_rows:
+            cols = [list(c) for c in zip(*col_rows)]
+            conn.execute(
+                "INSERT INTO columns SELECT unnest($1::VARCHAR[]), unnest($2::VARCHAR[]), unnest($3::VARCHAR[]), "
+                "unnest($4::INTEGER[]), unnest($5::VARCHAR[])", cols)
 
     # ---- data products -------------------------------------------------------------------
 

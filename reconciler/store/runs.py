@@ -108,23 +108,34 @@ class Runs:
             conn.execute(f"UPDATE jobs SET {sets} WHERE run_id = ? AND job = ?", list(values.values()) + [run_id, job])
 
     # ---- what a finished job found ---------------------------------------------------------
-    def record_job_outputs(self, run_id: str, workflow_id: str, job: str, result: "JobResult",
-                           owner: str | None, workspace: str, tags: list[str]) -> None:
-        """Lineage edges, column lineage, quality results, profiles and the lake tables it wrote,
-        in one transaction; lineage of a job replaces what the same job recorded before."""
+    def finish_job(self, run_id: str, workflow_id: str, job: str, result: "JobResult", *, attempts: int,
+                   owner: str | None, workspace: str, tags: list[str]) -> None:
+        """The job's final record and, when it succeeded, what it found (lineage edges, column lineage,
+        quality results, profiles, the lake tables it wrote) in ONE transaction: a crash leaves either
+        all of it or a job to run again. Lineage of a job replaces what the same job recorded before."""
         t = now()
-        outputs = [o.address for o in result.outputs]
         with self._tx() as (conn, _):
+            conn.execute('UPDATE jobs SET status = ?, attempts = ?, ended_at = ?, rows_in = ?, rows_out = ?, '
+                         'message = ?, external_id = ? WHERE run_id = ? AND job = ?',
+                         ["succeeded" if result.ok else "failed", attempts, t, result.rows_in, result.rows_out,
+                          result.message or None, result.external_id, run_id, job])
+            if not result.ok:
+                return
+            outputs = [o.address for o in result.outputs]
             conn.execute("DELETE FROM lineage_edges WHERE workflow_id = ? AND job = ?", [workflow_id, job])
             conn.execute("DELETE FROM column_lineage WHERE workflow_id = ? AND job = ?", [workflow_id, job])
-            for src in result.inputs:
-                for dst in outputs:
-                    conn.execute("INSERT INTO lineage_edges VALUES (?, ?, ?, ?, ?, ?)", [src, dst, workflow_id, job, run_id, t])
-            for target, cols in result.column_lineage.items():
-                for col, sources in cols.items():
-                    for src, src_col in sources:
-                        conn.execute("INSERT INTO column_lineage VALUES (?, ?, ?, ?, ?, ?, ?)",
-                                     [target, col, src, src_col, workflow_id, job, run_id])
+            edges = [(src, dst, workflow_id, job, run_id, t) for src in result.inputs for dst in outputs]
+            if edges:
+                conn.execute("INSERT INTO lineage_edges SELECT unnest($1::VARCHAR[]), unnest($2::VARCHAR[]), "
+                             "unnest($3::VARCHAR[]), unnest($4::VARCHAR[]), unnest($5::VARCHAR[]), "
+                             "unnest($6::VARCHAR[])", [list(c) for c in zip(*edges)])
+            col_edges = [(target, col, src, src_col, workflow_id, job, run_id)
+                         for target, cols in result.column_lineage.items()
+                         for col, sources in cols.items() for src, src_col in sources]
+            if col_edges:
+                conn.execute("INSERT INTO column_lineage SELECT unnest($1::VARCHAR[]), unnest($2::VARCHAR[]), "
+                             "unnest($3::VARCHAR[]), unnest($4::VARCHAR[]), unnest($5::VARCHAR[]), "
+                             "unnest($6::VARCHAR[]), unnest($7::VARCHAR[])", [list(c) for c in zip(*col_edges)])
             for c in result.checks:
                 conn.execute("INSERT INTO quality_results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                              [run_id, job, c.dataset, c.name, c.check, c.severity, c.passed, c.failing_rows,
@@ -134,12 +145,12 @@ class Runs:
                 for s in stats:
                     conn.execute("INSERT INTO column_profiles VALUES (?, ?, ?, ?, ?)",
                                  [address, s.get("column"), json.dumps(s, default=str), run_id, t])
-        if result.outputs:
-            self._store.catalog.upsert_datasets(workflow_id, [
-                {"address": o.address, "kind": "lake", "workspace": workspace, "format": "table",
-                 "location": f"{workspace}.{o.address.rsplit('/', 1)[-1]}", "row_count": o.row_count,
-                 "tags": tags, "owner": owner, "last_run": run_id,
-                 "columns": [{"name": n, "type": ty} for n, ty in o.columns]} for o in result.outputs])
+            if result.outputs:
+                self._store.catalog.put_in(conn, workflow_id, [
+                    {"address": o.address, "kind": "lake", "workspace": workspace, "format": "table",
+                     "location": f"{workspace}.{o.address.rsplit('/', 1)[-1]}", "row_count": o.row_count,
+                     "tags": tags, "owner": owner, "last_run": run_id,
+                     "columns": [{"name": n, "type": ty} for n, ty in o.columns]} for o in result.outputs])
 
     def forget_workflow(self, workflow_id: str) -> None:
         with self._tx() as (conn, _):

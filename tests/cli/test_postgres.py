@@ -65,3 +65,27 @@ def test_unreachable_postgres_fails_the_depot_with_the_reason(git_repo, state_di
     assert "127.0.0.1:1" in r.out and "pw-xyz" not in r.out + r.err
     got = {x["id"]: x["phase"] for x in run_cli("get", "--state-dir", state_dir, "-o", "json").json}
     assert got == {"depot:merchants-pg": "Failed", "secret:public/pg-password": "Ready"}
+
+
+def test_a_workflow_reads_a_postgres_depot(git_repo, state_dir, pg_schema):
+    wf = """
+version: v1
+type: workflow
+name: from-pg
+workflow:
+  dag:
+    - name: copy
+      stack: sql
+      spec:
+        inputs: [{name: m, dataset: "depot://merchants-pg/merchants"}]
+        steps: [{name: s, sql: "SELECT id, upper(name) AS name FROM m"}]
+        outputs: [{from: s, dataset: "lake://public/merchants_copy"}]
+"""
+    git_repo.commit({"pg.yaml": depot(pg_schema), "wf.yaml": wf})
+    r = run_cli("apply", "--auto-approve", "--repo", git_repo.path, "--state-dir", state_dir, env={"PG_PASSWORD": "pw-abc"})
+    assert r.code == 0, r
+    import duckdb
+
+    con = duckdb.connect(str(state_dir / "lake.duckdb"), read_only=True)
+    assert con.execute("SELECT name FROM public.merchants_copy ORDER BY id").fetchall() == [("CAFE",), ("BOOKS",)]
+    con.close()

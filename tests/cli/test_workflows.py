@@ -101,6 +101,12 @@ SQL_DAG = """    - name: clean
 """
 
 
+def test_a_relative_state_dir_runs_python_jobs(sample_repo, tmp_path):
+    r = run_cli("apply", "--auto-approve", "--repo", sample_repo.path, "--state-dir", "rel-state", cwd=tmp_path,
+                env=SAMPLE_ENV)
+    assert r.code == 0, r  # the workflow's run (with its python job) succeeded
+
+
 def test_a_changed_workflow_reruns_only_itself(git_repo, state_dir):
     other = workflow_doc(SQL_DAG.replace("lake://payments/valid", "lake://payments/other"), name="other")
     git_repo.commit(repos.basic(**{"workflows/other.yaml": other}))
@@ -218,7 +224,7 @@ def test_retries_then_succeeds_and_secrets_are_masked(git_repo, state_dir):
 
 @pytest.mark.slow
 def test_kill_9_mid_job_resumes_without_rerunning_finished_jobs(git_repo, state_dir):
-    dag = SQL_DAG + """    - name: second
+    dag = SQL_DAG.replace("lake://payments/valid", "lake://payments/wf_valid") + """    - name: second
       stack: shell
       depends_on: [clean]
       spec: {command: "echo ran >> second-count"}
