@@ -257,3 +257,42 @@ def test_openlineage_events_go_to_a_file(git_repo, state_dir, tmp_path):
     assert ("COMPLETE", "payments.daily.clean") in kinds
     out = next(e for e in lines if e["eventType"] == "COMPLETE" and e["job"]["name"] == "payments.daily.clean")
     assert out["outputs"][0]["name"] == "payments.valid" and "schema" in out["outputs"][0]["facets"]
+
+
+def test_logs_follow_a_running_workflow(git_repo, state_dir):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    dag = """    - name: waits
+      stack: shell
+      spec: {command: "echo waiting; for i in $(seq 600); do test -f go && break; sleep 0.1; done; echo got the signal"}
+"""
+    git_repo.commit(repos.basic(**{"workflows/w.yaml": workflow_doc(dag, name="w")}))
+    env = {**os.environ, **ENV}
+    env.pop("RECONCILER_STATE_DIR", None)
+    applying = subprocess.Popen([sys.executable, "-m", "reconciler", "apply", "--auto-approve", "--repo",
+                                 str(git_repo.path), "--state-dir", str(state_dir)], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    follower = None
+    try:
+        runs_dir = state_dir / "runs" / "payments" / "w"
+        for _ in range(300):  # until the job has started and logged (bounded poll, not a timing assertion)
+            logs = list(runs_dir.glob("*/waits.log"))
+            if logs and "waiting" in logs[0].read_text():
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail("the job never started")
+        follower = subprocess.Popen([sys.executable, "-m", "reconciler", "logs", "w", "-w", "payments", "--follow",
+                                     "--state-dir", str(state_dir)], env=env, stdout=subprocess.PIPE, text=True)
+        (state_dir / "runs" / "payments" / "go").touch()
+        assert applying.wait(60) == 0
+        out, _ = follower.communicate(timeout=60)
+        assert follower.returncode == 0
+        assert "waiting" in out and "got the signal" in out and "succeeded" in out
+    finally:
+        for p in (applying, follower):
+            if p is not None and p.poll() is None:
+                p.kill()
