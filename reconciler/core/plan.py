@@ -79,6 +79,9 @@ class Plan:
     created_at: str = ""
     # ids in dependency order of everything desired, for the engine's ordering and Blocked propagation
     order: list[str] = field(default_factory=list)
+    # in-process only (never serialised): what the plan was made from, so that apply can remember the
+    # plan that follows it (see engine/operations.py)
+    origin: object = field(default=None, repr=False, compare=False)
 
     @property
     def changes(self) -> list[Action]:

@@ -50,6 +50,8 @@ def make_plan(resolution: Resolution, records: dict[str, Record], *, commit: str
             keeps.append(Action(action=KEEP, reason='kept: left git but annotated reconciler/prune: "false"', **base))
         else:
             deletes.append(Action(action=DELETE, reason="no longer defined in git", **base))
+    deletes, held_back = _keep_what_stays_needs(deletes, keeps, desired, records)
+    keeps.extend(held_back)
     actions.extend(order_deletes(deletes, records))
     actions.extend(sorted(keeps, key=lambda a: a.id))
 
@@ -87,6 +89,29 @@ def _action_for(r: Resource, rec: Record | None, replace_paths: tuple) -> Action
         return Action(action=REPLACE, reason="forces replacement: " + ", ".join(".".join(map(str, p)) for p in forced),
                       changes=changes, **base)
     return Action(action=UPDATE, reason="spec changed", changes=changes, **base)
+
+
+def _keep_what_stays_needs(deletes: list[Action], keeps: list[Action], desired: dict[str, Resource],
+                           records: dict[str, Record]) -> tuple[list[Action], list[Action]]:
+    """A resource that left git is not deleted while something that stays (desired, or kept because its
+    file broke) still depends on it: deleting it would break what stays."""
+    needs: dict[str, set[str]] = {rid: set(r.depends_on) for rid, r in desired.items()}
+    for a in keeps:
+        needs[a.id] = set(records[a.id].depends_on) if a.id in records else set()
+    by_id = {a.id: a for a in deletes}
+    held: list[Action] = []
+    changed = True
+    while changed:
+        changed = False
+        for rid in list(by_id):
+            users = sorted(u for u, deps in needs.items() if rid in deps)
+            if users:
+                a = by_id.pop(rid)
+                held.append(Action(action=KEEP, id=a.id, type=a.type, name=a.name, workspace=a.workspace, file=a.file,
+                                   reason=f"kept: {users[0]} still depends on it"))
+                needs[rid] = set(records[rid].depends_on)
+                changed = True
+    return list(by_id.values()), held
 
 
 def _get(d, path):

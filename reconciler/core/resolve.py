@@ -78,13 +78,15 @@ def _suggest(word: str, candidates) -> str:
 
 
 class Resolver:
-    def __init__(self, source: Source, locator: Locator, prior_ids: set[str] = frozenset(),
+    def __init__(self, source: Source, locator: Locator, prior_ids=frozenset(),
                  prior_specs: dict[str, dict] | None = None, parse_member=None, memo=None, blob_of=None):
         self.source = source
         self.blob_of = blob_of  # path -> blob id of a repository file, for files that jobs reference
         self.memo = memo  # get(key) / put(key, Validated), e.g. the state dir's DocCache
         self.locator = locator
-        self.prior_ids = set(prior_ids)
+        # recorded resources: id -> source file (a set of ids means: file unknown). Only those the plan will
+        # keep (their file is broken) satisfy references: a reference to something being pruned is an error.
+        self.prior_files = dict(prior_ids) if isinstance(prior_ids, dict) else dict.fromkeys(prior_ids)
         self.prior_specs = prior_specs or {}
         # parse_member(path) -> FileResult, for member files not already loaded
         self.parse_member = parse_member
@@ -270,7 +272,8 @@ class Resolver:
     # -- references and graph ----------------------------------------------------------------
     def _link(self) -> None:
         res = self.out.resources
-        known = set(res) | self.prior_ids | self.out.invalid_ids
+        kept = {rid for rid, f in self.prior_files.items() if f is None or f in self.out.broken_files}
+        known = set(res) | kept | self.out.invalid_ids
         writers: dict[str, set[str]] = {}
         for r in res.values():
             for ref in self._validated[r.id].refs:

@@ -91,7 +91,7 @@ def _load_desired(target: Target, source, cache, records) -> Desired:
         return blobs.get(path)
 
     resolution = resolve(source, YamlLocator(source.read), result.files, result.documents,
-                         prior_ids=set(records), prior_specs={k: r.spec for k, r in records.items() if r.spec},
+                         prior_ids={k: r.file or "" for k, r in records.items()}, prior_specs={k: r.spec for k, r in records.items() if r.spec},
                          parse_member=parse_member, memo=cache.validation_memo(), blob_of=blob_of)
     # the loader's own diagnostics (ignore rules, limits) that belong to no loaded file
     file_diags = {id(d) for fr in result.files.values() for d in fr.diagnostics}
@@ -144,6 +144,9 @@ def make_plan(target: Target, *, base: str | None = None, max_prune: int = 10, a
                  serial=serial, max_prune=max_prune, allow_prune=allow_prune, created_at=now_iso())
     plan.base = base
     memo.put(key, plan.to_json())
+    if not base:
+        plan.origin = (desired.resolution, dict(max_prune=max_prune, allow_prune=allow_prune,
+                                                label=_source_label(target)))
     return plan, desired.diagnostics
 
 
@@ -183,7 +186,25 @@ def apply(target: Target, plan: Plan, *, parallelism: int = 4, on_event=None, st
         resources = {a.id: a.resource for a in plan.actions if a.resource is not None}
         ctx = ApplyContext(state_dir=state_dir, store=store, commit=plan.commit, repo_dir=repo_dir,
                            resources=resources, records=records, environ=dict(os.environ))
-        return apply_plan(plan, ctx, get_provider, parallelism=parallelism, on_event=on_event, stop=stop)
+        result = apply_plan(plan, ctx, get_provider, parallelism=parallelism, on_event=on_event, stop=stop)
+        after = store.records(), store.serial
+    _remember_next_plan(target, plan, source, *after)
+    return result
+
+
+def _remember_next_plan(target: Target, plan: Plan, source, records: dict, serial: int) -> None:
+    """The plan that follows an apply is known at its end: the same desired resources against the
+    state just written. Remembering it makes the next `plan` of this commit answer at once."""
+    if plan.origin is None or source is None:
+        return
+    from reconciler.core.planner import make_plan as plan_
+    from reconciler.store.planmemo import PlanMemo
+
+    resolution, options = plan.origin
+    following = plan_(resolution, records, commit=plan.commit, source=plan.source, serial=serial,
+                      max_prune=options["max_prune"], allow_prune=options["allow_prune"], created_at=now_iso())
+    memo = PlanMemo(Path(target.state_dir))
+    memo.put(memo.key(source, target.paths, Path(target.state_dir), **options), following.to_json())
 
 
 def _repo_dir_factory(target: Target, plan: Plan, state_dir: Path, source):

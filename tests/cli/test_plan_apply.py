@@ -315,3 +315,15 @@ def test_apply_on_a_terminal_shows_the_plan_and_asks(git_repo, state_dir):
     text = run_on_tty("yes")
     assert "Apply complete" in text
     assert set(phases(state_dir).values()) == {"Ready"}
+
+
+def test_removing_a_depot_that_a_workflow_still_reads_is_an_error_not_a_prune(git_repo, state_dir):
+    git_repo.commit(repos.basic())
+    assert apply(git_repo, state_dir).code == 0
+    git_repo.commit({"depots/raw.yaml": None})
+    r = cli(git_repo, state_dir, "plan")
+    assert r.code == 1
+    assert "unknown depot 'raw'" in r.err
+    assert "- depot:raw" not in r.out
+    r = apply(git_repo, state_dir)
+    assert r.code == 1 and "depot:raw" in phases(state_dir)

@@ -111,3 +111,15 @@ def test_diff_paths_name_list_items():
     after = {"workflow": {"dag": [{"name": "a", "spec": {"sql": "y"}}, {"name": "b"}]}}
     paths = {(c.path, c.kind) for c in diff_specs(before, after)}
     assert ("workflow.dag[0].spec.sql", "changed") in paths and ("workflow.dag[1]", "added") in paths
+
+
+def test_nothing_that_stays_loses_a_dependency_to_a_prune():
+    depot, ws = res("depot:d"), res("workspace:w")
+    wf = res("workflow:f", deps=["depot:d"], file="broken.yaml")
+    user = res("policy:p", deps=["workspace:w"])
+    records = {r.id: rec(r) for r in (depot, ws, wf)}
+    plan = make_plan(resolution(user, broken=["broken.yaml"]), records, replace_fields=REPLACE)
+    reasons = {a.id: (a.action, a.reason) for a in plan.actions}
+    assert reasons["workflow:f"][0] == "keep"
+    assert reasons["depot:d"] == ("keep", "kept: workflow:f still depends on it")
+    assert reasons["workspace:w"] == ("keep", "kept: policy:p still depends on it")
