@@ -20,6 +20,17 @@ def _out():
     return Out(sys.stdout)
 
 
+def _dump(payload, output: str) -> None:
+    """-o json / -o yaml of anything JSON-safe (dates and the like become strings)."""
+    if output == "json":
+        _out().json(payload)
+    else:
+        import yaml
+
+        sys.stdout.write(yaml.safe_dump(json.loads(json.dumps(payload, default=str)), sort_keys=False,
+                                        default_flow_style=False))
+
+
 def age(ts: str | None) -> str:
     if not ts:
         return "-"
@@ -71,13 +82,8 @@ def get_resources(state_dir: Path, kind: str | None, name: str | None, workspace
         where = f" in workspace '{workspace}'" if workspace else ""
         raise UserError(f"no {type_ or 'resource'} named '{name}'{where} is recorded in {state_dir}")
     data = [_record_json(r) for r in rows]
-    if output == "json":
-        _out().json(data[0] if name is not None and len(data) == 1 else data)
-    elif output == "yaml":
-        import yaml
-
-        payload = data[0] if name is not None and len(data) == 1 else data
-        sys.stdout.write(yaml.safe_dump(payload, sort_keys=False, default_flow_style=False))
+    if output in ("json", "yaml"):
+        _dump(data[0] if name is not None and len(data) == 1 else data, output)
     else:
         from reconciler.cli.render import table
 
@@ -129,13 +135,7 @@ def get_catalog(state_dir: Path, name: str | None, workspace: str | None, output
             d["quality"] = [q for q in latest if q["run_id"] == last_run]
         products = store.catalog.dataproducts() if not name else []
     if output in ("json", "yaml"):
-        payload = {"datasets": datasets, "dataproducts": products}
-        if output == "json":
-            _out().json(payload)
-        else:
-            import yaml
-
-            sys.stdout.write(yaml.safe_dump(json.loads(json.dumps(payload, default=str)), sort_keys=False))
+        _dump({"datasets": datasets, "dataproducts": products}, output)
         return 0
     from reconciler.cli.render import table
 
@@ -262,13 +262,7 @@ def get_runs(state_dir: Path, name: str | None, workspace: str | None, run_id: s
             _out().json([])
         return 0
     if output in ("json", "yaml"):
-        payload = runs if not run_id else {**runs[0], "quality": quality}
-        if output == "json":
-            _out().json(payload)
-        else:
-            import yaml
-
-            sys.stdout.write(yaml.safe_dump(json.loads(json.dumps(payload, default=str)), sort_keys=False))
+        _dump(runs if not run_id else {**runs[0], "quality": quality}, output)
         return 0
     from reconciler.cli.render import table
 
@@ -328,13 +322,7 @@ def get_lineage(state_dir: Path, dataset: str | None, direction: str | None, out
     down = walk(dataset, False) if direction in (None, "downstream") else []
     if output in ("json", "yaml"):
         strip = lambda es: [{k: e[k] for k in ("source", "target", "workflow_id", "job")} for e in es]  # noqa: E731
-        payload = {"dataset": dataset, "upstream": strip(up), "downstream": strip(down), "columns": columns}
-        if output == "json":
-            _out().json(payload)
-        else:
-            import yaml
-
-            sys.stdout.write(yaml.safe_dump(payload, sort_keys=False))
+        _dump({"dataset": dataset, "upstream": strip(up), "downstream": strip(down), "columns": columns}, output)
         return 0
     out = _out()
     out.line(dataset, "bold")

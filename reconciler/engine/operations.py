@@ -182,7 +182,8 @@ def apply(target: Target, plan: Plan, *, parallelism: int = 4, on_event=None, st
         # the tree the plan was made from: the same commit, even if the branch moved since
         source = open_source(Target(plan.source or target.repo, plan.commit, state_dir, target.paths)) \
             if plan.commit else None
-        repo_dir = _repo_dir_factory(target, plan, state_dir, source)
+        repo_dir = _once(lambda: Path((source or open_source(target)).materialise(
+            state_dir / "checkouts" / ((source.commit if source else None) or "worktree"))))
         resources = {a.id: a.resource for a in plan.actions if a.resource is not None}
         ctx = ApplyContext(state_dir=state_dir, store=store, commit=plan.commit, repo_dir=repo_dir,
                            resources=resources, records=records, environ=dict(os.environ))
@@ -205,21 +206,6 @@ def _remember_next_plan(target: Target, plan: Plan, source, records: dict, seria
                       max_prune=options["max_prune"], allow_prune=options["allow_prune"], created_at=now_iso())
     memo = PlanMemo(Path(target.state_dir))
     memo.put(memo.key(source, target.paths, Path(target.state_dir), **options), following.to_json())
-
-
-def _repo_dir_factory(target: Target, plan: Plan, state_dir: Path, source):
-    """The repository tree at the plan's commit as a local folder, materialised once on first use."""
-    lock = threading.Lock()
-    cached: list[Path] = []
-
-    def repo_dir() -> Path:
-        with lock:
-            if not cached:
-                src = source or open_source(target)
-                cached.append(Path(src.materialise(state_dir / "checkouts" / (src.commit or "worktree"))))
-            return cached[0]
-
-    return repo_dir
 
 
 def ids_in_file(path: Path) -> list[str]:
@@ -336,6 +322,7 @@ def run_workflow(target: Target, name: str, workspace: str | None, *, trigger: s
 
 
 def _once(fn):
+    """fn() computed on the first call only (thread-safe): the repository checkout, made when a provider needs it."""
     cached: list = []
     lock = threading.Lock()
 

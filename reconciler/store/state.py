@@ -16,7 +16,6 @@ several threads and a DuckDB connection is not safe to share without one.
 """
 from __future__ import annotations
 
-import gc
 import json
 import re
 import threading
@@ -32,6 +31,7 @@ from reconciler.core.diagnostics import UserError
 from reconciler.core.ids import split_id
 from reconciler.core.record import APPLYING, DELETING, READY, Record
 from reconciler.core.resource import Resource
+from reconciler.core.loader import gc_paused
 from reconciler.store.catalog import Catalog
 from reconciler.store.runs import Runs
 from reconciler.store.schema import SCHEMA_VERSION, check_not_newer, migrate, schema_version
@@ -143,7 +143,7 @@ class StateStore:
     def records(self) -> dict[str, Record]:
         with self._lock:
             rows = self._conn.execute(f"SELECT {_SELECT} FROM resources ORDER BY id").fetchall()
-        with _gc_paused():
+        with gc_paused():
             return {row[0]: _record(row) for row in rows}
 
     def get(self, resource_id: str) -> Record | None:
@@ -275,19 +275,6 @@ class StateStore:
             except BaseException:
                 conn.rollback()
                 raise
-
-
-@contextmanager
-def _gc_paused():
-    # decoding 10k records allocates ~100k containers; the cyclic GC would run dozens of
-    # times over them for nothing (none are cyclic), doubling the time
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def _record(row: tuple) -> Record:
