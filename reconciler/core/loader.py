@@ -146,6 +146,16 @@ def load(source: Source, paths: list[str] | None = None, cache: ParseCache | Non
     return result
 
 
+def wanted(path: str, paths: list[str] | None, rules: IgnoreRules | None) -> bool:
+    """Whether the loader reads `path` (the same rule `select_files` applies to a whole tree)."""
+    return _is_candidate(path) and _under(path, _prefixes(paths)) and not (rules and rules.ignored(path))
+
+
+def load_file(source: Source, path: str, blob_id: str, cache: ParseCache | None = None,
+              max_bytes: int = DEFAULT_MAX_BYTES) -> FileResult:
+    return _load_file(source, path, blob_id, cache, max_bytes)
+
+
 def _load_file(source: Source, path: str, blob_id: str, cache: ParseCache | None, max_bytes: int) -> FileResult:
     cached = cache.get(blob_id) if cache is not None else None
     if cached is not None:

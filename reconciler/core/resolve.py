@@ -17,6 +17,8 @@ from reconciler.core.ids import DEFAULT_WORKSPACE, make_id, split_id
 from reconciler.core.resource import Resource, spec_hash
 
 BUNDLE_TYPES = ("bundle", "dataproduct")
+# types whose change reaches into other resources' validation (members, job spec schemas)
+RUNTIME_SHAPING = BUNDLE_TYPES + ("stack", "operator")
 
 
 @dataclass
@@ -93,6 +95,8 @@ class Resolver:
         self.out = Resolution()
         self._origin: dict[str, _Doc] = {}
         self._validated: dict[str, Validated] = {}  # id -> its validation result
+        self._links: tuple = (set(), {})  # known ids and table writers of the last link
+        self._by_file: dict[str, set[str]] | None = None  # file -> ids, built on the first update
 
     # -- diagnostics -------------------------------------------------------------------------
     def _place(self, d: Diagnostic, doc: _Doc) -> Diagnostic:
@@ -130,18 +134,19 @@ class Resolver:
         return self.out
 
     def _hash_referenced_files(self) -> None:
+        for r in self.out.resources.values():
+            self._hash_files_of(r)
+
+    def _hash_files_of(self, r: Resource) -> None:
         """A python job's file is part of what its workflow is: a change to it alone re-applies (re-runs)
         the workflow, so the file's blob id joins the resource hash."""
-        if self.blob_of is None:
+        if self.blob_of is None or r.type != "workflow":
             return
-        for r in self.out.resources.values():
-            if r.type != "workflow":
-                continue
-            files = sorted({(j.get("spec") or {}).get("file") for j in r.spec["workflow"].get("dag", [])
-                            if j.get("stack") == "python" and (j.get("spec") or {}).get("file")})
-            if files:
-                extra = "".join(f"\0{f}\0{self.blob_of(f) or 'missing'}" for f in files)
-                r.hash = spec_hash({"spec": r.hash, "files": extra})
+        files = sorted({(j.get("spec") or {}).get("file") for j in r.spec["workflow"].get("dag", [])
+                        if j.get("stack") == "python" and (j.get("spec") or {}).get("file")})
+        if files:
+            extra = "".join(f"\0{f}\0{self.blob_of(f) or 'missing'}" for f in files)
+            r.hash = spec_hash({"spec": spec_hash(r.spec), "files": extra})
 
     def _member_files(self, documents: list[Document]) -> set[str]:
         from reconciler.core.loader import read_member
@@ -270,7 +275,7 @@ class Resolver:
         return resolved, diag
 
     # -- references and graph ----------------------------------------------------------------
-    def _link(self) -> None:
+    def _known_and_writers(self) -> tuple[set[str], dict[str, set[str]]]:
         res = self.out.resources
         kept = {rid for rid, f in self.prior_files.items() if f is None or f in self.out.broken_files}
         known = set(res) | kept | self.out.invalid_ids
@@ -279,37 +284,102 @@ class Resolver:
             for ref in self._validated[r.id].refs:
                 if ref.kind == "write":
                     writers.setdefault(ref.target, set()).add(r.id)
+        return known, writers
+
+    def _link(self) -> None:
+        known, writers = self._links = self._known_and_writers()
         for target, ids in sorted(writers.items()):
             if len(ids) > 1:
                 first = sorted(ids)[0]
                 self._warn(self._origin[first], f"{target} is written by {len(ids)} workflows: {', '.join(sorted(ids))}",
                            hint="one owner per table keeps lineage and freshness meaningful; use mode append or merge "
                                 "if several workflows feed it on purpose")
-        bad: set[str] = set()
-        for rid, r in list(res.items()):
-            doc = self._origin[rid]
-            v = self._validated[rid]
-            if r.workspace:
-                ws_id = make_id("workspace", r.workspace)
-                if ws_id in known:
-                    r.depends_on.add(ws_id)
-                elif r.workspace != DEFAULT_WORKSPACE:
-                    self._error(doc, f"{r.type} '{r.name}': workspace '{r.workspace}' is not defined", ("workspace",),
-                                hint="add a `type: workspace` artefact, or list it in a bundle's workspaces"
-                                     + _suggest(r.workspace, [split_id(k)[2] for k in known if k.startswith("workspace:")]))
-                    bad.add(rid)
-            for ref in v.refs:
-                target = self._ref_target(r, ref, known, writers, doc)
-                if target is False:
-                    bad.add(rid)
-                elif target:
-                    r.depends_on.add(target)
-            for js in v.job_specs:
-                if not self._check_job_spec(r, js, doc):
-                    bad.add(rid)
+        bad = {rid for rid in list(self.out.resources) if not self._link_one(rid, known, writers)}
         for rid in bad:
             self._drop(rid)
         self._order()
+
+    def _link_one(self, rid: str, known: set[str], writers: dict) -> bool:
+        """Add one resource's implicit dependencies; False when one of its references is an error."""
+        r = self.out.resources[rid]
+        doc = self._origin[rid]
+        v = self._validated[rid]
+        ok = True
+        if r.workspace:
+            ws_id = make_id("workspace", r.workspace)
+            if ws_id in known:
+                r.depends_on.add(ws_id)
+            elif r.workspace != DEFAULT_WORKSPACE:
+                self._error(doc, f"{r.type} '{r.name}': workspace '{r.workspace}' is not defined", ("workspace",),
+                            hint="add a `type: workspace` artefact, or list it in a bundle's workspaces"
+                                 + _suggest(r.workspace, [split_id(k)[2] for k in known if k.startswith("workspace:")]))
+                ok = False
+        for ref in v.refs:
+            target = self._ref_target(r, ref, known, writers, doc)
+            if target is False:
+                ok = False
+            elif target:
+                r.depends_on.add(target)
+        for js in v.job_specs:
+            if not self._check_job_spec(r, js, doc):
+                ok = False
+        return ok
+
+    # -- incremental update (the daemon's warm path) ---------------------------------------------
+    def update(self, changed: dict) -> bool:
+        """Apply changed files (path -> FileResult, or None when removed) to the last resolution.
+
+        Handles the common edit, specs changing inside files whose ids, written tables and
+        dependencies stay the same, in time proportional to the change. Returns False when the change
+        reaches further (ids appear or vanish, a bundle, stack or operator is involved, a file breaks
+        or was broken, dependencies change); this resolver is then spent and the caller resolves
+        everything again with a new one.
+        """
+        out = self.out
+        paths = set(changed)
+        if paths & (out.member_files | out.broken_files):
+            return False
+        if self._by_file is None:
+            self._by_file = {}
+            for rid, d in self._origin.items():
+                self._by_file.setdefault(d.file, set()).add(rid)
+        old_ids = set().union(*(self._by_file.get(p, ()) for p in paths))
+        if any(out.resources[rid].type in RUNTIME_SHAPING or out.resources[rid].bundle for rid in old_ids):
+            return False
+        new: dict[str, tuple[_Doc, Validated]] = {}
+        for fr in changed.values():
+            if fr is None or fr.broken:
+                return False
+            for d in fr.documents:
+                if not d.is_artefact:
+                    continue
+                doc = _Doc(d.data, d.file, d.index, d.line, memo_key=(d.blob_id, d.index) if d.blob_id else None)
+                v = self._validate(doc)
+                if v.spec is None or any(x.is_error for x in v.diagnostics) or v.spec["type"] in RUNTIME_SHAPING:
+                    return False
+                new[_vid(v)] = (doc, v)
+        if set(new) != old_ids:
+            return False
+        known, writers = self._links  # unchanged: the same ids and the same written tables
+        for rid, (_, v) in new.items():
+            old_writes, new_writes = _writes(self._validated[rid].refs), _writes(v.refs)
+            if old_writes != new_writes or any(len(writers.get(t, ())) > 1 for t in new_writes):
+                return False
+        before = {rid: set(out.resources[rid].depends_on) for rid in old_ids}
+        for rid in old_ids:
+            del out.resources[rid], self._origin[rid], self._validated[rid]
+        out.diagnostics = [d for d in out.diagnostics if d.file not in paths]
+        for doc, _ in new.values():
+            self._add_document(doc)
+        for rid in old_ids:
+            if not self._link_one(rid, known, writers) or out.resources[rid].depends_on != before[rid]:
+                return False
+            self._hash_files_of(out.resources[rid])
+        for p in paths:  # a document may have moved between the changed files
+            self._by_file.pop(p, None)
+        for rid in old_ids:
+            self._by_file.setdefault(self._origin[rid].file, set()).add(rid)
+        return True
 
     def _ref_target(self, r: Resource, ref, known: set[str], writers: dict, doc: _Doc):
         """The resource id a reference depends on; None for no edge; False when the reference is an error."""
@@ -417,6 +487,15 @@ class Resolver:
                             hint="remove one of these dependencies (depends_on, a dataset read, or a bundle dependency)")
                 for c in set(cycle):
                     self._drop(c)
+
+
+def _writes(refs) -> list[str]:
+    return sorted(r.target for r in refs if r.kind == "write")
+
+
+def _vid(v: Validated) -> str:
+    type_, ws, name = v.identity
+    return make_id(type_, name, ws if models.TYPES[type_].scope == "workspace" else None)
 
 
 def _has(raw_section, i) -> bool:
