@@ -344,9 +344,11 @@ class Resolver:
             for rid, d in self._origin.items():
                 self._by_file.setdefault(d.file, set()).add(rid)
         old_ids = set().union(*(self._by_file.get(p, ()) for p in paths))
-        if any(out.resources[rid].type in RUNTIME_SHAPING or out.resources[rid].bundle for rid in old_ids):
+        if any(rid not in out.resources or out.resources[rid].type in RUNTIME_SHAPING or out.resources[rid].bundle
+               for rid in old_ids):
             return False
         new: dict[str, tuple[_Doc, Validated]] = {}
+        count = 0
         for fr in changed.values():
             if fr is None or fr.broken:
                 return False
@@ -358,7 +360,8 @@ class Resolver:
                 if v.spec is None or any(x.is_error for x in v.diagnostics) or v.spec["type"] in RUNTIME_SHAPING:
                     return False
                 new[_vid(v)] = (doc, v)
-        if set(new) != old_ids:
+                count += 1
+        if set(new) != old_ids or count != len(new):  # ids appeared, vanished or now collide
             return False
         known, writers = self._links  # unchanged: the same ids and the same written tables
         for rid, (_, v) in new.items():

@@ -75,3 +75,14 @@ def test_wider_changes_fall_back_to_a_full_resolve_with_the_same_result(repo, tm
     got = warm.plan(GitSource(repo.repo, commit), records, serial=1)
     assert warm.full_resolves == 2 and warm.incremental == 0
     assert summary(got) == summary(cold_plan(repo, commit, state, records))
+
+
+def test_two_documents_with_one_id_in_a_changed_file_are_not_missed(repo, tmp_path):
+    warm = WarmPlanner(tmp_path / "state")
+    first = warm.plan(GitSource(repo.repo, str(repo.repo.head.target)), {}, serial=0)
+    records = applied(first)
+    doubled = repos.DEPOT.replace("name: raw", "name: extra-0")
+    commit = repo.commit({"depots/extra-0.yaml": doubled + "---\n" + doubled})
+    got = warm.plan(GitSource(repo.repo, commit), records, serial=1)
+    assert warm.incremental == 0
+    assert any("duplicate resource depot:extra-0" in d["message"] for d in got.diagnostics)
