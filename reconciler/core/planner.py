@@ -32,14 +32,15 @@ def make_plan(resolution: Resolution, records: dict[str, Record], *, commit: str
     for rid in resolution.order:
         r = desired[rid]
         rec = records.get(rid)
+        if rec is not None and rec.hash == r.hash and rec.phase == READY:
+            continue  # the common case, kept inline: a warm plan of 10,000 resources walks this loop
         a = _action_for(r, rec, replace_fields.get(r.type, ()))
         if a is not None:
             actions.append(a)
 
     deletes, keeps = [], []
-    for rid, rec in records.items():
-        if rid in desired:
-            continue
+    for rid in sorted(records.keys() - desired.keys()):
+        rec = records[rid]
         base = dict(id=rid, type=rec.type, name=rec.name, workspace=rec.workspace, file=rec.file)
         if rid in resolution.invalid_ids:
             keeps.append(Action(action=KEEP, reason="kept: its document is invalid (see the errors above); "
