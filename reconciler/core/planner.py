@@ -96,6 +96,8 @@ def _keep_what_stays_needs(deletes: list[Action], keeps: list[Action], desired: 
                            records: dict[str, Record]) -> tuple[list[Action], list[Action]]:
     """A resource that left git is not deleted while something that stays (desired, or kept because its
     file broke) still depends on it: deleting it would break what stays."""
+    if not deletes:
+        return deletes, []
     needs: dict[str, set[str]] = {rid: set(r.depends_on) for rid, r in desired.items()}
     for a in keeps:
         needs[a.id] = set(records[a.id].depends_on) if a.id in records else set()

@@ -33,7 +33,7 @@ class WarmPlanner:
         self.incremental = 0
 
     def resolution(self, source, records: dict[str, Record]) -> Resolution:
-        prior = {k: r.file or "" for k, r in records.items()}
+        prior = _Prior(records)
         if not hasattr(source, "tree"):  # a plain folder has no tree to diff: resolve it whole
             return self._full(source, prior)
         if self.resolver is not None and self.source is not None and source.commit != self.source.commit:
@@ -42,7 +42,7 @@ class WarmPlanner:
                 return self.resolver.out
         elif self.resolver is not None and self.source is not None and source.commit == self.source.commit \
                 and self._same_keep(prior):
-            self.resolver.prior_files = prior
+            self.resolver.prior_files = dict(prior)
             return self.resolver.out
         return self._full(source, prior)
 
@@ -58,7 +58,7 @@ class WarmPlanner:
         out = self.resolver.out
         if not (out.broken_files or out.invalid_ids):
             return True
-        return prior == self.resolver.prior_files
+        return dict(prior) == self.resolver.prior_files
 
     def _resolver(self, source, prior) -> Resolver:
         blobs: dict[str, str] = {}
@@ -68,7 +68,7 @@ class WarmPlanner:
                 blobs.update(source.list_files())
             return blobs.get(path)
 
-        return Resolver(source, YamlLocator(source.read), prior,
+        return Resolver(source, YamlLocator(source.read), dict(prior),
                         prior_specs=None, parse_member=lambda p: parse_file(p, source.read(p), ""),
                         memo=self.cache.validation_memo(), blob_of=blob_of)
 
@@ -113,6 +113,19 @@ class WarmPlanner:
         self.files.update({p: fr for p, fr in changed.items() if fr is not None})
         self.source = source
         return True
+
+
+class _Prior:
+    """Recorded resources as {id: source file}, built only when a resolution really needs them."""
+
+    def __init__(self, records: dict[str, Record]):
+        self.records = records
+
+    def keys(self):
+        return self.records.keys()
+
+    def __getitem__(self, rid: str) -> str:
+        return self.records[rid].file or ""
 
 
 def _blob(source, path: str) -> str | None:

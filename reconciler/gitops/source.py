@@ -64,17 +64,31 @@ class GitSource:
         for path, (oid, _) in self._walk().items():
             yield path, str(oid)
 
-    def _blob_id(self, path: str) -> pygit2.Oid:
+    def _lookup(self, path: str) -> pygit2.Oid | None:
+        """The blob id at `path`: from the listing when it was walked already, else by a path lookup in
+        the tree (a warm daemon reads a few changed files of a new commit, never the whole tree)."""
+        if self._files is not None:
+            hit = self._files.get(path)
+            return hit[0] if hit else None
+        if self.tree is None:
+            return None
         try:
-            return self._walk()[path][0]
-        except KeyError:
-            raise FileNotFoundError(f"{path} is not a file at commit {self.commit[:12]}") from None
+            entry = self.tree[path]
+        except (KeyError, ValueError):
+            return None
+        return entry.id if entry.filemode in (FileMode.BLOB, FileMode.BLOB_EXECUTABLE) else None
+
+    def _blob_id(self, path: str) -> pygit2.Oid:
+        oid = self._lookup(path)
+        if oid is None:
+            raise FileNotFoundError(f"{path} is not a file at commit {self.commit[:12]}")
+        return oid
 
     def read(self, path: str) -> bytes:
         return self.repo[self._blob_id(path)].data
 
     def exists(self, path: str) -> bool:
-        return path in self._walk()
+        return self._lookup(path) is not None
 
     def size(self, path: str) -> int:
         """The blob's size from the object header, without inflating its content."""
