@@ -24,9 +24,7 @@ def make_plan(resolution: Resolution, records: dict[str, Record], *, commit: str
               serial: int = 0, max_prune: int = DEFAULT_MAX_PRUNE, allow_prune: bool = False,
               replace_fields: dict[str, tuple] | None = None, created_at: str = "") -> Plan:
     if replace_fields is None:
-        from reconciler.core.resources import TYPES
-
-        replace_fields = {t: info.replace_fields for t, info in TYPES.items()}
+        from reconciler.core.scopes import REPLACE_FIELDS as replace_fields
     desired = resolution.resources
     actions: list[Action] = []
     for rid in resolution.order:

@@ -9,12 +9,12 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass, field
 
-from reconciler.core import resources as models
 from reconciler.core.diagnostics import Diagnostic, error, warning
 from reconciler.core.documents import Document, Locator, Source
 from reconciler.core.graph import CycleError, Graph
 from reconciler.core.ids import DEFAULT_WORKSPACE, make_id, split_id
 from reconciler.core.resource import Resource, spec_hash
+from reconciler.core.scopes import BUILTIN_STACKS, workspace_scoped
 
 BUNDLE_TYPES = ("bundle", "dataproduct")
 # types whose change reaches into other resources' validation (members, job spec schemas)
@@ -62,13 +62,15 @@ class Validated:
 
 
 def validate(data) -> Validated:
+    from reconciler.core import resources as models  # only when a document was not validated before
+
     model, diags = models.validate_document(data)
     if model is None or any(d.is_error for d in diags):
         ident = models.identity(data) if isinstance(data, dict) else None
         return Validated(None, "", (), (), tuple(diags), ident)
     spec = models.normalise(model)
     type_ = spec["type"]
-    if models.TYPES[type_].scope == "workspace" and not spec.get("workspace"):
+    if workspace_scoped(type_) and not spec.get("workspace"):
         spec["workspace"] = DEFAULT_WORKSPACE
     return Validated(spec, spec_hash(spec), tuple(models.refs(model)), tuple(models.job_specs(model)), tuple(diags),
                      (type_, spec.get("workspace"), spec["name"]))
@@ -185,7 +187,7 @@ class Resolver:
             return None
         spec = v.spec
         type_ = spec["type"]
-        workspace = spec.get("workspace") if models.TYPES[type_].scope == "workspace" else None
+        workspace = spec.get("workspace") if workspace_scoped(type_) else None
         rid = make_id(type_, spec["name"], workspace)
         if rid in self._origin:
             first = self._origin[rid]
@@ -431,10 +433,10 @@ class Resolver:
             rid = make_id(kind, target)
             if rid in known:
                 return rid
-            extra = models.BUILTIN_STACKS if kind == "stack" else ()
+            extra = BUILTIN_STACKS if kind == "stack" else ()
             self._error(doc, f"{what}: unknown {kind} '{target}'"
                         + _suggest(target, [split_id(k)[2] for k in known if k.startswith(kind + ":")] + list(extra)),
-                        ref.path, hint=f"built-in stacks: {', '.join(models.BUILTIN_STACKS)}" if kind == "stack" else None)
+                        ref.path, hint=f"built-in stacks: {', '.join(BUILTIN_STACKS)}" if kind == "stack" else None)
             return False
         if kind == "secret":
             ws, _, name = target.rpartition("/")
@@ -447,7 +449,7 @@ class Resolver:
         if kind == "resource":
             rid = target
             type_, ws, name = split_id(target)
-            if ws is None and type_ in models.TYPES and models.TYPES[type_].scope == "workspace":
+            if ws is None and workspace_scoped(type_):
                 rid = make_id(type_, name, r.workspace or DEFAULT_WORKSPACE)
             if rid in known:
                 return rid
@@ -498,7 +500,7 @@ def _writes(refs) -> list[str]:
 
 def _vid(v: Validated) -> str:
     type_, ws, name = v.identity
-    return make_id(type_, name, ws if models.TYPES[type_].scope == "workspace" else None)
+    return make_id(type_, name, ws if workspace_scoped(type_) else None)
 
 
 def _has(raw_section, i) -> bool:

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from reconciler.core.diagnostics import UserError
 from typing import TYPE_CHECKING
 
+from reconciler.core.diagnostics import UserError
 from reconciler.core.plan import Plan
 from reconciler.core.record import Record
 
@@ -151,9 +151,13 @@ def make_plan(target: Target, *, base: str | None = None, max_prune: int = 10, a
 
 
 def _source_label(target: Target) -> str:
+    """Where the plan's artefacts came from: an absolute path, or the URL without any credentials in it
+    (plans are saved and shown; credentials come from the environment)."""
     repo = target.repo
     if "://" in repo or repo.startswith("git@"):
-        return repo
+        from reconciler.gitops.source import redact_url
+
+        return redact_url(repo)
     return str(Path(repo).resolve())
 
 
@@ -180,8 +184,8 @@ def apply(target: Target, plan: Plan, *, parallelism: int = 4, on_event=None, st
                             hint="run `reconciler plan --out FILE` again and apply the new plan")
         records = store.records()
         # the tree the plan was made from: the same commit, even if the branch moved since
-        source = open_source(Target(plan.source or target.repo, plan.commit, state_dir, target.paths)) \
-            if plan.commit else None
+        origin = plan.source if plan.source and "***@" not in plan.source else target.repo  # redacted: use --repo
+        source = open_source(Target(origin, plan.commit, state_dir, target.paths)) if plan.commit else None
         repo_dir = _once(lambda: Path((source or open_source(target)).materialise(
             state_dir / "checkouts" / ((source.commit if source else None) or "worktree"))))
         resources = {a.id: a.resource for a in plan.actions if a.resource is not None}

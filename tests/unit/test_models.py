@@ -618,3 +618,12 @@ def test_validating_many_workflows_is_fast():
     for doc in docs:
         assert validate_document(doc)[0] is not None
     assert time.perf_counter() - start < 5  # generous: a regression guard, not a benchmark
+
+
+def test_the_model_free_type_table_agrees_with_the_models():
+    from reconciler.core import scopes
+    from reconciler.core.resources import BUILTIN_STACKS, TYPES
+
+    assert scopes.BUILTIN_STACKS == BUILTIN_STACKS
+    assert {t: i.scope for t, i in TYPES.items()} == scopes.SCOPES
+    assert {t: i.replace_fields for t, i in TYPES.items() if i.replace_fields} == scopes.REPLACE_FIELDS

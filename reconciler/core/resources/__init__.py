@@ -29,7 +29,7 @@ from .workflow import WorkflowDocument
 from .workspace import WorkspaceDocument
 
 SUPPORTED_VERSIONS = ("v1",)
-BUILTIN_STACKS = tuple(BUILTIN_SPECS)  # ("sql", "quality", "profile", "python", "shell")
+BUILTIN_STACKS = tuple(BUILTIN_SPECS)  # ("sql", "quality", "profile", "python", "shell"), as core/scopes.py lists
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ _MODELS: dict[str, type[BaseModel]] = {
     "bundle": BundleDocument,
     "dataproduct": DataproductDocument,
 }
-_REPLACE = {"depot": (("depot", "kind"),)}
+from reconciler.core.scopes import REPLACE_FIELDS as _REPLACE  # noqa: E402
 
 TYPES: dict[str, TypeInfo] = {
     name: TypeInfo(name, SCOPES[name], model, _REPLACE.get(name, ())) for name, model in _MODELS.items()

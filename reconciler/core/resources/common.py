@@ -19,18 +19,7 @@ from reconciler.core.resource import Ref
 from .durations import parse_duration
 
 # type -> scope; the single list of artefact types (TYPES in __init__ adds the models)
-SCOPES: dict[str, str] = {
-    "workspace": "instance",
-    "depot": "instance",
-    "workflow": "workspace",
-    "policy": "instance",
-    "service": "workspace",
-    "secret": "workspace",
-    "stack": "instance",
-    "operator": "instance",
-    "bundle": "instance",
-    "dataproduct": "instance",
-}
+from reconciler.core.scopes import SCOPES  # noqa: E402  (one table, shared with the model-free core)
 
 CUSTOM_ERROR = "reconciler"  # pydantic error type of messages that are already complete sentences
 

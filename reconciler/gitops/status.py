@@ -1,0 +1,351 @@
+"""Status reports committed to the status branch (SPEC.md section 4), never to the tracked branch.
+
+`status_files` renders what state holds into files (pure, deterministic: an
+unchanged state gives identical bytes, so the writer makes no commit).
+`StatusBranch` commits such files with pygit2 objects only (no index file, no
+work tree, no HEAD), so it works on the daemon's bare mirror, and pushes the
+branch, replaying its own writes on top of the remote tip when someone else
+moved it.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import pygit2
+import yaml
+from pygit2.enums import FileMode
+
+from reconciler.core.diagnostics import UserError
+from reconciler.core.record import APPLYING, BLOCKED, DELETING, FAILED, PENDING, READY, Record
+from reconciler.gitops.source import _Credentials, redact_url
+
+DEFAULT_BRANCH = "reconciler/status"
+MAX_MESSAGE = 120  # STATUS.md cell
+MAX_YAML_MESSAGE = 4000  # status/*.yaml: a full provider message, within reason
+HEALTH = {READY: "Healthy", FAILED: "Degraded", BLOCKED: "Degraded",
+          APPLYING: "Progressing", PENDING: "Progressing", DELETING: "Progressing"}
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def health(phase: str) -> str:
+    return HEALTH.get(phase, "Unknown")
+
+
+def _short(commit: str | None) -> str:
+    return commit[:12] if commit else "-"
+
+
+def _one_line(text: str | None) -> str:
+    return " ".join(str(text or "").split())
+
+
+def _cell(text: str | None, limit: int = MAX_MESSAGE) -> str:
+    text = _one_line(text)
+    if len(text) > limit:
+        text = text[: limit - 1].rstrip() + "…"
+    return text.replace("\\", "\\\\").replace("|", "\\|") or " "
+
+
+def _segment(part: str) -> str:
+    """One path component that git and every file system accept (no '.', '..', '.git', slashes)."""
+    part = _UNSAFE.sub("-", part)
+    if not part or part.startswith("."):
+        part = "_" + part
+    return part
+
+
+def status_path(record: Record) -> str:
+    return f"status/{_segment(record.type)}/{_segment(record.workspace or '_')}/{_segment(record.name)}.yaml"
+
+
+def preview_path(branch_name: str) -> str:
+    """`plans/<branch>.md`; a branch with '/' becomes nested folders."""
+    parts = [_segment(p) for p in branch_name.split("/") if p]
+    return "plans/" + "/".join(parts or ["_"]) + ".md"
+
+
+def _last_run(record: Record, runs: dict[str, dict] | None) -> dict | None:
+    run = (runs or {}).get(record.id)
+    if not run:
+        return None
+    return {"run_id": run.get("run_id"), "status": run.get("status"), "ended_at": run.get("ended_at")}
+
+
+def _status_yaml(record: Record, runs: dict[str, dict] | None, drift: dict[str, str] | None) -> bytes:
+    doc = {
+        "id": record.id, "type": record.type, "name": record.name, "workspace": record.workspace,
+        "phase": record.phase, "health": health(record.phase),
+        "message": (record.message or "")[:MAX_YAML_MESSAGE],
+        "applied_commit": record.commit, "spec_hash": record.hash,
+    }
+    run = _last_run(record, runs)
+    if run:
+        doc["last_run"] = run
+    if drift and record.id in drift:
+        doc["drift"] = drift[record.id]
+    # libyaml's dumper: 10,000 resources are rendered on every reconcile
+    return yaml.dump(doc, Dumper=yaml.CSafeDumper, sort_keys=True, allow_unicode=True,
+                     default_flow_style=False).encode()
+
+
+def _error_line(d: dict) -> str:
+    place = d.get("file") or ""
+    if place and d.get("line"):
+        place += f":{d['line']}"
+        if d.get("col"):
+            place += f":{d['col']}"
+    text = _one_line(d.get("message")).replace("```", "'''")
+    return f"{place}: {text}" if place else text
+
+
+def status_markdown(records: list[Record], runs: dict[str, dict] | None, source_commit: str | None,
+                    errors: list[dict] | None = None, held: str | None = None,
+                    drift: dict[str, str] | None = None) -> str:
+    rows = sorted(records, key=lambda r: r.id)
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[health(r.phase)] = counts.get(health(r.phase), 0) + 1
+    lines = ["# Reconciler status", "", f"Source commit: `{source_commit or 'worktree'}`", ""]
+    summary = ", ".join(f"{counts[h]} {h}" for h in ("Healthy", "Progressing", "Degraded", "Unknown") if h in counts)
+    lines += [f"**{len(rows)} resource(s)**" + (f": {summary}" if summary else ""), ""]
+    if held:
+        lines += [f"> :warning: **Held:** {_one_line(held)}", ""]
+    if errors:
+        lines += [f"## Validation errors ({len(errors)})", "", "```"]
+        lines += [_error_line(d) for d in errors]
+        lines += ["```", ""]
+    if drift:
+        lines += [f"## Drift ({len(drift)})", "", "| resource | drift |", "|---|---|"]
+        lines += [f"| `{rid}` | {_cell(drift[rid])} |" for rid in sorted(drift)]
+        lines.append("")
+    if not rows:
+        lines.append("No resources.")
+        return "\n".join(lines) + "\n"
+    lines += ["## Resources", "", "| resource | phase | health | message | applied commit | last run |",
+              "|---|---|---|---|---|---|"]
+    for r in rows:
+        run = _last_run(r, runs)
+        last = f"{_cell(run['run_id'], 60)} {_cell(run['status'], 20)}" if run else "-"
+        applied = f"`{_short(r.commit)}`" if r.commit else "-"
+        lines.append(f"| `{r.id}` | {r.phase} | {health(r.phase)} | {_cell(r.message)} | {applied} | {last} |")
+    return "\n".join(lines) + "\n"
+
+
+def status_files(records: list[Record], runs: dict[str, dict] | None, source_commit: str | None,
+                 errors: list[dict] | None = None, held: str | None = None,
+                 drift: dict[str, str] | None = None) -> dict[str, bytes]:
+    """`STATUS.md` and one `status/<type>/<workspace or _>/<name>.yaml` per record (never plans/)."""
+    files = {"STATUS.md": status_markdown(records, runs, source_commit, errors, held, drift).encode()}
+    for r in records:
+        files[status_path(r)] = _status_yaml(r, runs, drift)
+    return files
+
+
+@dataclass
+class _Write:
+    """One write, kept until pushed so it can be replayed on a remote tip that moved."""
+    files: dict[str, bytes]
+    message: str
+    replace_prefixes: tuple[str, ...] = ()
+    keep: tuple[str, ...] = ()
+    delete: tuple[str, ...] = field(default_factory=tuple)
+
+
+class _PushCallbacks(_Credentials):
+    """Environment credentials (or the caller's callbacks) plus the remote's per-ref verdict."""
+
+    def __init__(self, delegate: pygit2.RemoteCallbacks | None):
+        super().__init__()
+        self.delegate = delegate
+        self.rejected: str | None = None
+
+    def credentials(self, url, username_from_url, allowed_types):
+        if self.delegate is not None:
+            return self.delegate.credentials(url, username_from_url, allowed_types)
+        return super().credentials(url, username_from_url, allowed_types)
+
+    def push_update_reference(self, refname, message):
+        if message:
+            self.rejected = message
+
+
+# how libgit2 and servers word "the remote moved" (local transport: "...contains commits that are not present locally")
+_REJECTED = ("non-fast", "fastforward", "fast-forward", "fetch first", "rejected", "stale info", "not present locally")
+
+
+class StatusBranch:
+    def __init__(self, repo: pygit2.Repository, branch: str = DEFAULT_BRANCH,
+                 author: tuple[str, str] = ("Reconciler", "reconciler@localhost")):
+        self.ref = f"refs/heads/{branch}"
+        if not pygit2.reference_is_valid_name(self.ref):
+            raise UserError(f"status branch '{branch}' is not a valid git branch name",
+                            hint="set status_branch to a name like reconciler/status")
+        self.repo = repo
+        self.branch = branch
+        self.author = author
+        self._pending: list[_Write] = []  # written since the last successful push, oldest first
+
+    # ---- reading -------------------------------------------------------------------------
+    def tip(self) -> pygit2.Commit | None:
+        ref = self.repo.references.get(self.ref)
+        return ref.peel(pygit2.Commit) if ref is not None else None
+
+    def read(self, path: str) -> bytes | None:
+        tip = self.tip()
+        if tip is None:
+            return None
+        try:
+            entry = tip.tree[path]
+        except KeyError:
+            return None
+        return entry.data if isinstance(entry, pygit2.Blob) else None
+
+    def files(self) -> dict[str, bytes]:
+        tip = self.tip()
+        return {p: self.repo[oid].data for p, (oid, _) in _flatten(tip.tree).items()} if tip else {}
+
+    # ---- writing -------------------------------------------------------------------------
+    def write(self, files: dict[str, bytes], message: str, *, replace_prefixes: tuple[str, ...] = ("status/",),
+              keep: tuple[str, ...] = ("plans/",)) -> str | None:
+        """Commit `files` on the branch: paths under `replace_prefixes` (but not under `keep`) that
+        `files` lacks are removed; everything else stays. None (and no commit) when nothing changes."""
+        op = _Write(dict(files), message, tuple(replace_prefixes), tuple(keep))
+        tip = self.tip()
+        new = self._commit_on(tip, op)
+        if new is None:
+            return None
+        self._move(new, tip)
+        self._pending.append(op)
+        return str(new)
+
+    def write_preview(self, branch_name: str, markdown: str, source_commit: str) -> str | None:
+        """`plans/<branch_name>.md`, everything else kept."""
+        return self.write({preview_path(branch_name): markdown.encode()},
+                          f"Plan preview of {branch_name} at {source_commit}", replace_prefixes=(), keep=())
+
+    def _commit_on(self, base: pygit2.Commit | None, op: _Write) -> pygit2.Oid | None:
+        flat = _flatten(base.tree) if base is not None else {}
+        for path in list(flat):
+            if path in op.files or path in op.delete:
+                continue
+            if path.startswith(op.replace_prefixes) and not path.startswith(op.keep):
+                del flat[path]
+        for path in op.delete:
+            flat.pop(path, None)
+        dirs = {p.rsplit("/", i)[0] for p in flat for i in range(1, p.count("/") + 1)}
+        for path, data in op.files.items():
+            _place(flat, dirs, path, self.repo, data)
+        index = pygit2.Index()  # in memory: never the repository's index file
+        for path, (oid, mode) in flat.items():
+            index.add(pygit2.IndexEntry(path, oid, mode))
+        tree = index.write_tree(self.repo)
+        if base is not None and tree == base.tree.id:
+            return None
+        if base is None and not flat:
+            return None
+        sig = pygit2.Signature(*self.author)
+        return self.repo.create_commit(None, sig, sig, op.message, tree, [base.id] if base is not None else [])
+
+    def _move(self, new: pygit2.Oid, old: pygit2.Commit | None) -> None:
+        self.repo.references.create(self.ref, new, force=True)
+
+    # ---- pushing -------------------------------------------------------------------------
+    def push(self, remote_url: str, *, attempts: int = 3, credentials: pygit2.RemoteCallbacks | None = None) -> bool:
+        """Push the branch to `remote_url`. When the remote's branch moved, the writes made since the
+        last push are replayed on its tip and the push retried. False when nothing was written or the
+        remote kept moving for `attempts` tries; UserError when the remote cannot be reached."""
+        if self.tip() is None:
+            return False
+        label = redact_url(remote_url)
+        remote = self.repo.remotes.create_anonymous(remote_url)
+        for _ in range(max(1, attempts)):
+            callbacks = _PushCallbacks(credentials)
+            remote_tip = self._remote_tip(remote, callbacks, label)
+            local = self.tip()
+            if remote_tip is not None and remote_tip != local.id and not self.repo.descendant_of(local.id, remote_tip):
+                self._rebase_on(remote_tip, local)
+                local = self.tip()
+            if remote_tip == local.id:  # already there (our writes were no-ops on the remote's tree)
+                self._pending.clear()
+                return True
+            if self._push_once(remote, callbacks, label):
+                self._pending.clear()
+                return True
+        return False
+
+    def _remote_tip(self, remote: pygit2.Remote, callbacks: _PushCallbacks, label: str) -> pygit2.Oid | None:
+        try:
+            heads = remote.list_heads(callbacks=callbacks)
+            oid = next((h.oid for h in heads if h.name == self.ref), None)
+            if oid is not None and oid not in self.repo:
+                # a private ref, outside refs/heads: a mirror's pruning fetch leaves it alone
+                remote.fetch([f"+{self.ref}:refs/reconciler/remote/{self.branch}"], callbacks=_PushCallbacks(
+                    callbacks.delegate))
+        except (pygit2.GitError, OSError) as exc:
+            raise _unreachable(label, exc) from None
+        return oid
+
+    def _rebase_on(self, remote_tip: pygit2.Oid, local: pygit2.Commit) -> None:
+        ops = self._pending or [self._changes_since_base(remote_tip, local)]
+        base = self.repo[remote_tip].peel(pygit2.Commit)
+        for op in ops:
+            new = self._commit_on(base, op)
+            if new is not None:
+                base = self.repo[new]
+        self._move(base.id, local)
+
+    def _changes_since_base(self, remote_tip: pygit2.Oid, local: pygit2.Commit) -> _Write:
+        """Without remembered writes (a restarted daemon), what the local branch changed since it
+        forked from the remote's, as one write."""
+        merge_base = self.repo.merge_base(local.id, remote_tip)
+        before = _flatten(self.repo[merge_base].peel(pygit2.Commit).tree) if merge_base else {}
+        after = _flatten(local.tree)
+        files = {p: self.repo[oid].data for p, (oid, mode) in after.items() if before.get(p) != (oid, mode)}
+        return _Write(files, local.message, delete=tuple(p for p in before if p not in after))
+
+    def _push_once(self, remote: pygit2.Remote, callbacks: _PushCallbacks, label: str) -> bool:
+        try:
+            remote.push([f"{self.ref}:{self.ref}"], callbacks=callbacks)
+        except (pygit2.GitError, OSError) as exc:
+            if any(word in str(exc).lower() for word in _REJECTED):
+                return False
+            raise _unreachable(label, exc) from None
+        return callbacks.rejected is None
+
+
+def _unreachable(label: str, exc: Exception) -> UserError:
+    return UserError(f"cannot push the status branch to {label}: {redact_url(str(exc))}",
+                     hint="check the URL, the network and the credentials "
+                          "(RECONCILER_GIT_TOKEN, RECONCILER_GIT_SSH_KEY or an ssh agent)")
+
+
+def _flatten(tree: pygit2.Tree) -> dict[str, tuple[pygit2.Oid, int]]:
+    """Every non-tree entry of `tree` by its path (links and submodules kept as they are)."""
+    out: dict[str, tuple[pygit2.Oid, int]] = {}
+    stack = [(tree, "")]
+    while stack:
+        t, base = stack.pop()
+        for entry in t:
+            if entry.filemode == FileMode.TREE:
+                stack.append((entry, f"{base}{entry.name}/"))
+            else:
+                out[base + entry.name] = (entry.id, entry.filemode)
+    return out
+
+
+def _place(flat: dict, dirs: set[str], path: str, repo: pygit2.Repository, data: bytes) -> None:
+    """Set `path` to `data`; a file where a folder must go (or the reverse) gives way to the new file."""
+    path = path.strip("/")
+    parts = path.split("/")
+    for i in range(1, len(parts)):
+        flat.pop("/".join(parts[:i]), None)
+        dirs.add("/".join(parts[:i]))
+    if path in dirs:
+        for p in [p for p in flat if p.startswith(path + "/")]:
+            del flat[p]
+        dirs.discard(path)
+    oid = pygit2.hash(data)
+    if oid not in repo:  # unchanged files cost a hash, not an object write
+        oid = repo.create_blob(data)
+    flat[path] = (oid, FileMode.BLOB)
