@@ -325,3 +325,43 @@ def delete(kind, name, file_, workspace, cascade, state_dir, auto_approve, outpu
 
     target = make_target(".", None, state_dir, ())
     return run_delete(target, kind, name, file_, workspace, cascade, auto_approve, output)
+
+
+# -- daemon ----------------------------------------------------------------------------------
+@cli.command()
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="reconciler.yaml (flags of the same names override it).")
+@click.option("--repo", default=None, help="Repository to track: a path, file://, https:// or ssh:// URL.")
+@click.option("--branch", default=None, help="Tracked branch (default main).")
+@click.option("--interval", default=None, help="Poll interval, e.g. 30s.")
+@click.option("--state-dir", default=None, help="State directory.")
+@click.option("--status-branch", default=None, help="Where status is committed (default reconciler/status).")
+@click.option("--max-prune", type=int, default=None, help="Hold deletes when a plan has more than this.")
+@click.option("--listen", default=None, help="HTTP address (default 127.0.0.1:8080).")
+@click.option("--webhook-secret-file", default=None, help="Secret that signs webhook deliveries.")
+def daemon(config_file, repo, branch, interval, state_dir, status_branch, max_prune, listen, webhook_secret_file):
+    """Keep the state converged to a git branch; report back on the status branch (SIGTERM stops it)."""
+    import logging
+    import signal
+
+    from reconciler.daemon.config import load_config
+    from reconciler.daemon.service import Daemon
+
+    overrides = {"repo": repo, "branch": branch, "interval": interval, "state_dir": state_dir,
+                 "status_branch": status_branch, "max_prune": max_prune, "listen": listen,
+                 "webhook_secret_file": webhook_secret_file}
+    if config_file is None and repo is None:
+        raise UserError("the daemon needs --config FILE or --repo REPO")
+    config = load_config(config_file, overrides)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    d = Daemon(config)
+
+    def on_term(signum, frame):
+        d.stop.set()  # the resource in hand finishes; the loop exits
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    click.echo(f"reconciler daemon: tracking {config.branch} of {config.repo}; state in {config.state_dir}; "
+               f"http on {config.host}:{config.port}", err=True)
+    d.run()
+    return 0

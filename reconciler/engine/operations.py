@@ -162,8 +162,11 @@ def _source_label(target: Target) -> str:
 
 
 def apply(target: Target, plan: Plan, *, parallelism: int = 4, on_event=None, stop: threading.Event | None = None,
-          saved: bool = False, allow_prune: bool = False, purpose: str = "apply"):
-    """Apply `plan` under the state lock. A saved plan is refused when the state moved since it was made."""
+          saved: bool = False, allow_prune: bool = False, purpose: str = "apply", lock: bool = True):
+    """Apply `plan` under the state lock (`lock=False`: the caller, the daemon, holds it already).
+    A saved plan is refused when the state moved since it was made."""
+    import contextlib
+
     from reconciler.engine.applier import apply_plan
     from reconciler.providers.base import ApplyContext
     from reconciler.providers.registry import get_provider
@@ -177,7 +180,7 @@ def apply(target: Target, plan: Plan, *, parallelism: int = 4, on_event=None, st
         raise UserError(f"apply refused: {plan.held}")
     state_dir = Path(target.state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
-    with StateLock(state_dir, purpose), StateStore.open(state_dir) as store:
+    with (StateLock(state_dir, purpose) if lock else contextlib.nullcontext()), StateStore.open(state_dir) as store:
         if saved and store.serial != plan.state_serial:
             raise UserError(f"saved plan is stale: it was made at state serial {plan.state_serial}, "
                             f"the state is now at serial {store.serial}",

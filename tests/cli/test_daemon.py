@@ -1,0 +1,131 @@
+"""The daemon as a real subprocess against a bare repository the test pushes to."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pygit2
+import pytest
+
+from tests.cli import repos
+from tests.conftest import GitRepo
+
+ENV = {"RECONCILER_TEST_TOKEN": "daemon-token-123"}
+
+
+def free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_for(check, what: str, timeout: float = 90):
+    """Poll until check() is truthy (bounded); the value, or a failure naming what never happened."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.2)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def http(port: int, path: str):
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+    except OSError:
+        return None, b""
+
+
+def status_file(bare: pygit2.Repository, path: str) -> str | None:
+    ref = bare.references.get("refs/heads/reconciler/status")
+    if ref is None:
+        return None
+    tree = ref.peel(pygit2.Commit).tree
+    try:
+        return bare[tree[path].id].data.decode()
+    except KeyError:
+        return None
+
+
+def status_message(bare: pygit2.Repository) -> str:
+    ref = bare.references.get("refs/heads/reconciler/status")
+    return ref.peel(pygit2.Commit).message if ref is not None else ""
+
+
+@pytest.fixture
+def remote(tmp_path):
+    work = GitRepo(tmp_path / "work")
+    work.commit(repos.basic())
+    bare_path = tmp_path / "remote.git"
+    pygit2.clone_repository(str(work.path), str(bare_path), bare=True)
+    work.repo.remotes.create("origin", str(bare_path))
+    return work, bare_path
+
+
+def push(work: GitRepo) -> None:
+    work.repo.remotes["origin"].push(["+refs/heads/main:refs/heads/main"])
+
+
+@pytest.fixture
+def daemon(remote, tmp_path):
+    work, bare_path = remote
+    port = free_port()
+    env = {**os.environ, **ENV}
+    env.pop("RECONCILER_STATE_DIR", None)
+    p = subprocess.Popen([sys.executable, "-m", "reconciler", "daemon", "--repo", f"file://{bare_path}",
+                          "--state-dir", str(tmp_path / "state"), "--interval", "1s", "--listen", f"127.0.0.1:{port}"],
+                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    yield p, port, work, pygit2.Repository(str(bare_path))
+    if p.poll() is None:
+        p.kill()
+        p.wait(10)
+
+
+def test_daemon_syncs_reports_on_the_status_branch_and_stops_on_sigterm(daemon, tmp_path):
+    p, port, work, bare = daemon
+    wait_for(lambda: http(port, "/readyz")[0] == 200, "the first successful reconcile")
+    assert http(port, "/healthz")[0] == 200
+    first = str(work.repo.head.target)
+    status = wait_for(lambda: status_file(bare, "STATUS.md"), "STATUS.md on the status branch")
+    assert "depot" in status and "raw" in status and "Ready" in status and first[:8] in status
+    assert status_file(bare, "status/workflow/payments/daily.yaml")
+    assert bare.references["refs/heads/main"].peel(pygit2.Commit).id == work.repo.head.target  # tracked branch untouched
+    # a push that adds a resource is applied and reported with the new commit named
+    work.commit(repos.depots(1))
+    push(work)
+    second = str(work.repo.head.target)
+    wait_for(lambda: second in status_message(bare), "a status commit naming the new source commit")
+    assert "extra-0" in status_file(bare, "STATUS.md")
+    # a push that breaks a file keeps its resource and reports the error
+    work.commit({"depots/extra-0.yaml": "version: v1\ntype: depot\nname: [\n"})
+    push(work)
+    third = str(work.repo.head.target)
+    wait_for(lambda: third in status_message(bare), "the status of the broken commit")
+    text = status_file(bare, "STATUS.md")
+    assert "extra-0" in text and "depots/extra-0.yaml" in text
+    # metrics parse with prometheus-client's own parser
+    from prometheus_client.parser import text_string_to_metric_families
+
+    code, body = http(port, "/metrics")
+    names = {m.name for m in text_string_to_metric_families(body.decode())}
+    assert {"reconciler_reconciles", "reconciler_resources", "reconciler_last_success_timestamp_seconds"} <= names
+    # a forged webhook is refused and triggers nothing
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/webhook", data=b"{}", method="POST",
+                                 headers={"X-GitHub-Event": "push", "X-Hub-Signature-256": "sha256=" + "0" * 64})
+    try:
+        urllib.request.urlopen(req, timeout=5)
+        pytest.fail("a forged delivery was accepted")
+    except urllib.error.HTTPError as e:
+        assert e.code == 401
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(60) == 0
