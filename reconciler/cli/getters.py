@@ -10,8 +10,7 @@ import click
 
 from reconciler.core.diagnostics import UserError
 
-HEALTH = {"Ready": "Healthy", "Failed": "Degraded", "Blocked": "Degraded", "Applying": "Progressing",
-          "Pending": "Progressing", "Deleting": "Progressing"}
+from reconciler.engine.queries import HEALTH  # noqa: F401  (re-exported: the health of a phase)
 
 
 def _out():
@@ -101,39 +100,18 @@ def get_resources(state_dir: Path, kind: str | None, name: str | None, workspace
 
 
 def _record_json(r) -> dict:
-    from reconciler.core.redact import redact
+    from reconciler.engine.queries import record_json
 
-    extra = {}
-    if r.type == "workflow" and r.spec:
-        from reconciler.providers.workflow import next_fire
-
-        extra["next_run"] = next_fire(r.spec)
-    return extra | {"id": r.id, "type": r.type, "name": r.name, "workspace": r.workspace, "phase": r.phase,
-            "health": HEALTH.get(r.phase, "Unknown"), "message": r.message, "commit": r.commit, "file": r.file,
-            "hash": r.hash, "depends_on": list(r.depends_on), "bundle": r.bundle, "prune": r.prune,
-            "outputs": redact(r.outputs or {}), "created_at": str(r.created_at) if r.created_at else None,
-            "updated_at": str(r.updated_at) if r.updated_at else None,
-            "applied_at": str(r.applied_at) if r.applied_at else None, "spec": redact(r.spec) if r.spec else None}
+    return record_json(r)
 
 
 def get_catalog(state_dir: Path, name: str | None, workspace: str | None, output: str) -> int:
+    from reconciler.engine.queries import catalog
     from reconciler.store.state import StateStore
 
     with StateStore.open(Path(state_dir), read_only=True) as store:
-        datasets = store.catalog.datasets(workspace=workspace)
-        if name:
-            datasets = [d for d in datasets if d["address"] == name or d["address"].endswith("/" + name)]
-            if not datasets:
-                raise UserError(f"no dataset '{name}' in the catalog of {state_dir}")
-        for d in datasets:
-            d["columns"] = store.catalog.columns(d["address"])
-        if name and len(datasets) == 1:  # one dataset: its profile and latest quality results too
-            d = datasets[0]
-            d["profile"] = store.runs.profiles(d["address"])
-            latest = store.runs.quality(dataset=d["address"], limit=50)
-            last_run = latest[0]["run_id"] if latest else None
-            d["quality"] = [q for q in latest if q["run_id"] == last_run]
-        products = store.catalog.dataproducts() if not name else []
+        # one dataset named: its profile and latest quality results too
+        datasets, products = catalog(store, name, workspace)
     if output in ("json", "yaml"):
         _dump({"datasets": datasets, "dataproducts": products}, output)
         return 0
@@ -240,17 +218,13 @@ def _duration(start, end) -> str:
 
 
 def get_runs(state_dir: Path, name: str | None, workspace: str | None, run_id: str | None, output: str) -> int:
+    from reconciler.engine.queries import workflow_runs
     from reconciler.store.state import StateStore
 
     wid = _workflow_id(name, workspace)
+
     with StateStore.open(Path(state_dir), read_only=True) as store:
-        runs = store.runs.runs(wid)
-        if run_id:
-            runs = [r for r in runs if r["run_id"] == run_id or r["run_id"].startswith(run_id)]
-            if not runs:
-                raise UserError(f"no run {run_id} of {wid} in {state_dir}")
-        for r in runs:
-            r["jobs"] = store.runs.jobs(r["run_id"]) if (run_id or output != "table") else []
+        runs = workflow_runs(store, wid, run_id, with_jobs=bool(run_id) or output != "table")
         if run_id:
             quality = store.runs.quality(run_id=runs[0]["run_id"])
         else:
@@ -293,36 +267,14 @@ def get_lineage(state_dir: Path, dataset: str | None, direction: str | None, out
 
     if not dataset:
         raise UserError("name a dataset: `reconciler get lineage lake://WORKSPACE/TABLE`")
+    from reconciler.engine.queries import Lineage
+
     with StateStore.open(Path(state_dir), read_only=True) as store:
-        edges = store.runs.lineage_edges()
-        columns = store.runs.column_lineage(dataset)
-        known = {d["address"] for d in store.catalog.datasets()}
-    nodes = known | {e["source"] for e in edges} | {e["target"] for e in edges}
-    if dataset not in nodes:
-        import difflib
+        graph = Lineage(store, dataset)
+    edges, columns = graph.edges, graph.columns
 
-        close = difflib.get_close_matches(dataset, sorted(nodes), n=1, cutoff=0.5)
-        raise UserError(f"no dataset {dataset} in the catalog or lineage of {state_dir}",
-                        hint=f"did you mean {close[0]}?" if close else "addresses look like lake://WS/TABLE or depot://DEPOT/DATASET")
-
-    def walk(start: str, up: bool) -> list[dict]:
-        seen, out, todo = {start}, [], [start]
-        while todo:
-            node = todo.pop(0)
-            for e in edges:
-                if (e["target"] if up else e["source"]) == node:
-                    out.append(e)
-                    nxt = e["source"] if up else e["target"]
-                    if nxt not in seen:
-                        seen.add(nxt)
-                        todo.append(nxt)
-        return out
-
-    up = walk(dataset, True) if direction in (None, "upstream") else []
-    down = walk(dataset, False) if direction in (None, "downstream") else []
     if output in ("json", "yaml"):
-        strip = lambda es: [{k: e[k] for k in ("source", "target", "workflow_id", "job")} for e in es]  # noqa: E731
-        _dump({"dataset": dataset, "upstream": strip(up), "downstream": strip(down), "columns": columns}, output)
+        _dump(graph.to_json(direction), output)
         return 0
     out = _out()
     out.line(dataset, "bold")
@@ -355,29 +307,14 @@ def show_logs(state_dir: Path, workflow: str, workspace: str | None, run_id: str
     """Reads log files only (never the state database), so it works while an apply or run holds the state."""
     import time
 
-    from reconciler.core.ids import DEFAULT_WORKSPACE
+    from reconciler.engine import queries
 
-    base = Path(state_dir) / "runs" / (workspace or DEFAULT_WORKSPACE) / workflow
-    runs = sorted((p for p in base.glob("*") if p.is_dir()), key=lambda p: p.name) if base.exists() else []
-    if not runs:
-        raise UserError(f"no runs of workflow '{workflow}' in workspace '{workspace or DEFAULT_WORKSPACE}' under {state_dir}")
-    if run_id:
-        matches = [p for p in runs if p.name == run_id or p.name.startswith(run_id)]
-        if not matches:
-            raise UserError(f"no run {run_id} of workflow '{workflow}'", hint=f"latest runs: {', '.join(p.name for p in runs[-3:])}")
-        run_dir = matches[-1]
-    else:
-        run_dir = runs[-1]
+    run_dir = queries.run_dir(Path(state_dir), workflow, workspace, run_id)
     out = _out()
     offsets: dict[Path, int] = {}
 
     def emit_new() -> None:
-        files = sorted(run_dir.glob("*.log"))
-        if job:
-            files = [f for f in files if f.stem == job]
-            if not files and not follow:
-                raise UserError(f"run {run_dir.name} has no log for job '{job}'",
-                                hint=f"jobs: {', '.join(f.stem for f in sorted(run_dir.glob('*.log')))}")
+        files = queries.log_files(run_dir, job, must_exist=not follow)
         for f in files:
             data = f.read_text(encoding="utf-8", errors="replace")
             start = offsets.get(f, 0)

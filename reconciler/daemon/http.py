@@ -1,7 +1,7 @@
 """The daemon's HTTP endpoints (FastAPI on uvicorn, in a thread): health, readiness, metrics, webhook.
 
-Binds to loopback by default (the config's `listen`). The `/api/v1` surface comes
-with the rest of the daemon issue.
+Binds to loopback by default (the config's `listen`). `/api/v1` (api.py) is guarded
+by the API token when one is configured; these endpoints stay open.
 """
 from __future__ import annotations
 
@@ -48,6 +48,9 @@ def create_app(daemon) -> FastAPI:
             daemon.trigger(f"webhook {delivery.provider} {delivery.kind} {delivery.branch}")
         return Response(f'{{"result": "{reason}"}}', status_code=status, media_type="application/json")
 
+    from reconciler.daemon.api import api_router
+
+    app.include_router(api_router(daemon), prefix="/api/v1")
     return app
 
 

@@ -48,6 +48,7 @@ class DaemonState:
     last_success_at: float | None = None
     reconciles: int = 0
     history: list[ReconcileResult] = field(default_factory=list)
+    previews: dict[str, str] = field(default_factory=dict)  # branch -> head planned
 
 
 class Daemon:
@@ -58,6 +59,10 @@ class Daemon:
                                         paths=list(config.paths))
         self.wake = threading.Event()
         self.stop = threading.Event()
+        self.due: set[str] = set()  # workflows whose schedule fired
+        self.scheduler = None
+        self._branch = None  # the status branch writer, for the source's repository
+        self._preview_heads: dict[str, str] = {}  # preview branch -> the head last planned
         self.state = DaemonState()
         from reconciler.daemon.config import read_secret_file
         from reconciler.daemon.metrics import Metrics
@@ -80,7 +85,7 @@ class Daemon:
 
         self.state_dir.mkdir(parents=True, exist_ok=True)
         with StateLock(self.state_dir, "daemon"):
-            scheduler = BackgroundScheduler(timezone="UTC")
+            scheduler = self.scheduler = BackgroundScheduler(timezone="UTC")
             scheduler.add_job(self.trigger, "interval", seconds=self.config.interval, id="poll",
                               kwargs={"reason": "poll"}, coalesce=True, max_instances=1)
             scheduler.start()
@@ -134,7 +139,10 @@ class Daemon:
     def _reconcile(self, force: bool) -> ReconcileResult:
         source = operations.open_source(self.target)  # a URL is fetched into its mirror here
         head = source.commit
+        self._run_due_workflows()
         if head == self.state.last_commit and not force:
+            if self._previews(source):
+                self._push(source)
             return ReconcileResult(commit=head, skipped=True)
         plan, diags = operations.make_plan(self.target, max_prune=self.config.max_prune)
         errors = [d for d in diags if d.is_error]
@@ -151,8 +159,11 @@ class Daemon:
             applied = sum(1 for r in outcome.results if r.phase in ("Ready", "Deleted"))
             failed = len(outcome.results) - applied
         status_commit = self._write_status(source, head, [d.to_json() for d in errors], held)
+        self._previews(source)
+        self._push(source)
         self.state.last_commit = head
         self._update_gauges()
+        self._sync_schedules()
         return ReconcileResult(commit=head, applied=applied, failed=failed, held=held, errors=len(errors),
                                status_commit=status_commit)
 
@@ -160,19 +171,102 @@ class Daemon:
     def _write_status(self, source, head: str | None, errors: list[dict], held: str | None) -> str | None:
         import pygit2
 
-        from reconciler.gitops.source import is_url
-        from reconciler.gitops.status import StatusBranch, status_files
+        from reconciler.gitops.status import status_files
 
         repo = getattr(source, "repo", None)
         if not isinstance(repo, pygit2.Repository):
             return None  # a plain folder has no branch to report on
         records, runs = self._records_and_runs()
         files = status_files(list(records.values()), runs, head, errors=errors, held=held)
-        branch = StatusBranch(repo, self.config.status_branch)
-        commit = branch.write(files, f"Status of {self.config.branch} at {head}")
-        if is_url(self.config.repo) and (commit is not None or branch.tip() is not None):
+        return self._status_branch(repo).write(files, f"Status of {self.config.branch} at {head}")
+
+    def _status_branch(self, repo):
+        from reconciler.gitops.status import StatusBranch
+
+        if self._branch is None or self._branch.repo.path != repo.path:
+            self._branch = StatusBranch(repo, self.config.status_branch)
+        return self._branch
+
+    def _push(self, source) -> None:
+        """Push the status branch when the source is remote (a rejected push is replayed on top)."""
+        from reconciler.gitops.source import is_url
+
+        branch = self._branch
+        if branch is not None and is_url(self.config.repo) and branch.tip() is not None:
             branch.push(self.config.repo)
-        return commit
+
+    # -- pull-request previews -------------------------------------------------------------
+    def _previews(self, source) -> int:
+        """Plan every preview branch whose head moved against the tracked branch's recorded state and
+        write plans/<branch>.md. Never applies anything; returns how many previews were written."""
+        import pygit2
+
+        from reconciler.cli.render import plan_markdown
+
+        repo = getattr(source, "repo", None)
+        if not isinstance(repo, pygit2.Repository):
+            return 0
+        heads = self._preview_heads
+        written = 0
+        for name in sorted(repo.branches.local):
+            if not self.config.wants_preview(name):
+                continue
+            tip = str(repo.branches.local[name].target)
+            if heads.get(name) == tip:
+                continue
+            target = operations.Target(repo=self.config.repo, ref=name, state_dir=self.state_dir,
+                                       paths=list(self.config.paths))
+            try:
+                plan, _ = operations.make_plan(target, max_prune=self.config.max_prune)
+            except Exception as e:  # noqa: BLE001  one broken preview must not stop the others
+                log.warning("preview of %s failed: %s", name, e)
+                continue
+            markdown = plan_markdown(plan, title=f"Reconciler plan for `{name}` at `{tip[:8]}` "
+                                                 f"against `{self.config.branch}`")
+            self._status_branch(repo).write_preview(name, markdown, tip)
+            heads[name] = tip
+            written += 1
+        self.state.previews = {n: h for n, h in heads.items()}
+        return written
+
+    # -- workflow schedules ----------------------------------------------------------------
+    def _sync_schedules(self) -> None:
+        """One cron job per applied workflow with a schedule (timezone honoured); a fire queues a run."""
+        if self.scheduler is None:
+            return
+        from apscheduler.triggers.cron import CronTrigger
+
+        records, _ = self._records_and_runs()
+        wanted = {}
+        for rid, rec in records.items():
+            sched = ((rec.spec or {}).get("workflow") or {}).get("schedule") if rec.type == "workflow" else None
+            if sched and sched.get("cron") and rec.phase == "Ready":
+                wanted[f"cron:{rid}"] = (rec, sched)
+        for job in self.scheduler.get_jobs():
+            if job.id.startswith("cron:") and job.id not in wanted:
+                job.remove()
+        for job_id, (rec, sched) in wanted.items():
+            trigger = CronTrigger.from_crontab(sched["cron"], timezone=sched.get("timezone") or "UTC")
+            existing = self.scheduler.get_job(job_id)
+            if existing is None or str(existing.trigger) != str(trigger):
+                self.scheduler.add_job(self._schedule_fired, trigger, id=job_id, args=[rec.id], replace_existing=True,
+                                       coalesce=True, max_instances=1, misfire_grace_time=60)
+
+    def _schedule_fired(self, workflow_id: str) -> None:
+        self.due.add(workflow_id)
+        self.trigger(f"schedule {workflow_id}")
+
+    def _run_due_workflows(self) -> None:
+        from reconciler.core.ids import split_id
+
+        while self.due:
+            workflow_id = self.due.pop()
+            _, ws, name = split_id(workflow_id)
+            try:
+                outcome = operations.run_workflow(self.target, name, ws, trigger="schedule", stop=self.stop, lock=False)
+                log.info("scheduled run of %s: %s %s", workflow_id, outcome.status, outcome.message)
+            except Exception as e:  # noqa: BLE001  a failed scheduled run is recorded; the daemon goes on
+                log.warning("scheduled run of %s failed: %s", workflow_id, e)
 
     def _records_and_runs(self):
         from reconciler.store.state import StateStore

@@ -30,6 +30,8 @@ class Target:
     ref: str | None = None
     state_dir: Path = field(default_factory=lambda: Path(os.environ.get("RECONCILER_STATE_DIR") or ".reconciler"))
     paths: list[str] | None = None
+    # read `repo` as the files are on disk, even inside a git work tree (`reconciler dev` sees unsaved-to-git edits)
+    worktree: bool = False
 
     def __post_init__(self):
         # absolute: jobs run in subprocesses with other working directories and must find their files
@@ -52,8 +54,14 @@ def now_iso() -> str:
 
 
 def open_source(target: Target):
-    from reconciler.gitops.source import open_source as _open
+    from reconciler.gitops.source import WorkTreeSource, open_source as _open
 
+    if target.worktree:
+        if target.ref is not None:
+            raise UserError("a work tree is read as it is on disk and takes no ref", hint="drop --ref")
+        if not Path(target.repo).is_dir():
+            raise UserError(f"'{target.repo}' is not a folder", hint="pass the folder holding the artefacts")
+        return WorkTreeSource(target.repo)
     return _open(target.repo, target.ref, Path(target.state_dir))
 
 
@@ -294,7 +302,7 @@ def _dependents(records: dict[str, Record], roots: set[str]) -> set[str]:
 
 
 def run_workflow(target: Target, name: str, workspace: str | None, *, trigger: str = "manual",
-                 stop: threading.Event | None = None):
+                 stop: threading.Event | None = None, lock: bool = True):
     """Run an applied workflow now, with its applied spec, at the commit it was applied from."""
     from reconciler.core.ids import DEFAULT_WORKSPACE, make_id
     from reconciler.engine.applier import _record_as_resource
@@ -307,7 +315,9 @@ def run_workflow(target: Target, name: str, workspace: str | None, *, trigger: s
     rid = make_id("workflow", name, workspace or DEFAULT_WORKSPACE)
     if not (state_dir / "state.duckdb").exists():
         raise UserError(f"no state in {state_dir}: apply the workflow first")
-    with StateLock(state_dir, f"run {rid}"), StateStore.open(state_dir) as store:
+    import contextlib
+
+    with (StateLock(state_dir, f"run {rid}") if lock else contextlib.nullcontext()), StateStore.open(state_dir) as store:
         records = store.records()
         rec = records.get(rid)
         if rec is None or rec.spec is None:

@@ -12,7 +12,7 @@ import pygit2
 import pytest
 
 from tests.cli import repos
-from tests.conftest import GitRepo
+from tests.conftest import GitRepo, run_cli
 
 ENV = {"RECONCILER_TEST_TOKEN": "daemon-token-123"}
 
@@ -113,6 +113,17 @@ def test_daemon_syncs_reports_on_the_status_branch_and_stops_on_sigterm(daemon, 
     wait_for(lambda: third in status_message(bare), "the status of the broken commit")
     text = status_file(bare, "STATUS.md")
     assert "extra-0" in text and "depots/extra-0.yaml" in text
+    # a preview branch gets its plan file; the tracked environment is not touched by it
+    before = run_cli("get", "--state-dir", tmp_path / "state", "-o", "json").json
+    main_tip = work.repo.head.peel(pygit2.Commit)
+    work.repo.branches.local.create("feature/more", main_tip)
+    work.repo.checkout("refs/heads/feature/more")
+    work.commit({"depots/extra-0.yaml": repos.DEPOT.replace("name: raw", "name: extra-0"), **repos.depots(2, "pr")})
+    work.repo.remotes["origin"].push(["+refs/heads/feature/more:refs/heads/feature/more"])
+    preview = wait_for(lambda: status_file(bare, "plans/feature/more.md"), "the preview of feature/more")
+    assert "`feature/more`" in preview and "| `+` | `depot:pr-0` |" in preview and "| `+` | `depot:pr-1` |" in preview
+    assert {x["id"] for x in run_cli("get", "--state-dir", tmp_path / "state", "-o", "json").json} == \
+        {x["id"] for x in before}
     # metrics parse with prometheus-client's own parser
     from prometheus_client.parser import text_string_to_metric_families
 
@@ -129,3 +140,57 @@ def test_daemon_syncs_reports_on_the_status_branch_and_stops_on_sigterm(daemon, 
         assert e.code == 401
     p.send_signal(signal.SIGTERM)
     assert p.wait(60) == 0
+
+
+def start_daemon(bare_path, state, port, extra_env=None):
+    env = {**os.environ, **ENV, **(extra_env or {})}
+    env.pop("RECONCILER_STATE_DIR", None)
+    return subprocess.Popen([sys.executable, "-m", "reconciler", "daemon", "--repo", f"file://{bare_path}",
+                             "--state-dir", str(state), "--interval", "1s", "--listen", f"127.0.0.1:{port}"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.slow
+def test_kill_9_mid_reconcile_then_a_restart_converges(remote, tmp_path):
+    work, bare_path = remote
+    state, port = tmp_path / "state", free_port()
+    p = start_daemon(bare_path, state, port, {"RECONCILER_CRASH_AT": "begin:depot:raw"})
+    assert p.wait(90) == -signal.SIGKILL
+    p = start_daemon(bare_path, state, port)
+    try:
+        wait_for(lambda: http(port, "/readyz")[0] == 200, "readiness after the restart")
+        got = run_cli("get", "--state-dir", state, "-o", "json")
+        assert got.code == 0, got
+        assert {x["phase"] for x in got.json} == {"Ready"} and len(got.json) == 4
+        runs = run_cli("get", "runs", "daily", "-w", "payments", "--state-dir", state, "-o", "json").json
+        assert [r["status"] for r in runs] == ["succeeded"]  # the workflow ran once
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(60) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+
+
+@pytest.mark.slow
+def test_a_cron_schedule_fires_a_run(tmp_path):
+    work = GitRepo(tmp_path / "work")
+    every_minute = repos.WORKFLOW.replace("workflow:\n  dag:", "workflow:\n  schedule: {cron: '* * * * *', timezone: Europe/Paris}\n  dag:")
+    assert "schedule" in every_minute
+    work.commit(repos.basic(**{"workflows/daily.yaml": every_minute}))
+    bare_path = tmp_path / "remote.git"
+    pygit2.clone_repository(str(work.path), str(bare_path), bare=True)
+    state, port = tmp_path / "state", free_port()
+    p = start_daemon(bare_path, state, port)
+    try:
+        wait_for(lambda: http(port, "/readyz")[0] == 200, "the first reconcile")
+
+        def scheduled():
+            r = run_cli("get", "runs", "daily", "-w", "payments", "--state-dir", state, "-o", "json")
+            return r.code == 0 and any(x["trigger"] == "schedule" and x["status"] == "succeeded" for x in r.json)
+
+        wait_for(scheduled, "a run started by the one-minute cron schedule", timeout=100)
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(60) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
