@@ -339,7 +339,10 @@ def delete(kind, name, file_, workspace, cascade, state_dir, auto_approve, outpu
 @click.option("--max-prune", type=int, default=None, help="Hold deletes when a plan has more than this.")
 @click.option("--listen", default=None, help="HTTP address (default 127.0.0.1:8080).")
 @click.option("--webhook-secret-file", default=None, help="Secret that signs webhook deliveries.")
-def daemon(config_file, repo, branch, interval, state_dir, status_branch, max_prune, listen, webhook_secret_file):
+@click.option("--drift-interval", default=None, help="How often to look for drift, e.g. 5m.")
+@click.option("--self-heal/--no-self-heal", default=None, help="Re-apply resources whose observed state drifted.")
+def daemon(config_file, repo, branch, interval, state_dir, status_branch, max_prune, listen, webhook_secret_file,
+           drift_interval, self_heal):
     """Keep the state converged to a git branch; report back on the status branch (SIGTERM stops it)."""
     import logging
     import signal
@@ -349,7 +352,8 @@ def daemon(config_file, repo, branch, interval, state_dir, status_branch, max_pr
 
     overrides = {"repo": repo, "branch": branch, "interval": interval, "state_dir": state_dir,
                  "status_branch": status_branch, "max_prune": max_prune, "listen": listen,
-                 "webhook_secret_file": webhook_secret_file}
+                 "webhook_secret_file": webhook_secret_file, "drift_interval": drift_interval,
+                 "self_heal": self_heal}
     if config_file is None and repo is None:
         raise UserError("the daemon needs --config FILE or --repo REPO")
     config = load_config(config_file, overrides)

@@ -17,6 +17,8 @@ class Metrics:
                                   "When the last reconcile without failures ended", registry=self.registry)
         self.held_prunes = Gauge("reconciler_held_prunes", "1 while a plan's deletes are held over max_prune",
                                  registry=self.registry)
+        self.drifted = Gauge("reconciler_drifted_resources", "Resources whose observed state drifted",
+                             registry=self.registry)
         self.webhooks = Counter("reconciler_webhook_deliveries", "Webhook deliveries by result", ["result"],
                                 registry=self.registry)
 

@@ -14,6 +14,7 @@ deletes, which stay held and reported until a person runs `apply --allow-prune`.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -49,6 +50,9 @@ class DaemonState:
     reconciles: int = 0
     history: list[ReconcileResult] = field(default_factory=list)
     previews: dict[str, str] = field(default_factory=dict)  # branch -> head planned
+    drift: dict[str, str] = field(default_factory=dict)  # resource id -> what drifted
+    last_errors: list[dict] = field(default_factory=list)  # validation errors of the last reconciled commit
+    last_held: str | None = None  # why deletes are held, if they are
 
 
 class Daemon:
@@ -60,6 +64,7 @@ class Daemon:
         self.wake = threading.Event()
         self.stop = threading.Event()
         self.due: set[str] = set()  # workflows whose schedule fired
+        self.drift_wanted = False
         self.scheduler = None
         self._branch = None  # the status branch writer, for the source's repository
         self._preview_heads: dict[str, str] = {}  # preview branch -> the head last planned
@@ -88,6 +93,8 @@ class Daemon:
             scheduler = self.scheduler = BackgroundScheduler(timezone="UTC")
             scheduler.add_job(self.trigger, "interval", seconds=self.config.interval, id="poll",
                               kwargs={"reason": "poll"}, coalesce=True, max_instances=1)
+            scheduler.add_job(self._drift_due, "interval", seconds=self.config.drift_interval, id="drift",
+                              coalesce=True, max_instances=1)
             scheduler.start()
             server = self._start_http()
             self.wake.set()  # the first sync at once
@@ -140,8 +147,18 @@ class Daemon:
         source = operations.open_source(self.target)  # a URL is fetched into its mirror here
         head = source.commit
         self._run_due_workflows()
+        drift_changed = False
+        if self.drift_wanted:
+            self.drift_wanted = False
+            before = dict(self.state.drift)
+            if self._check_drift() and self.config.self_heal:
+                force = True  # drifted resources were marked Pending: the plan applies them again
+            drift_changed = self.state.drift != before
         if head == self.state.last_commit and not force:
-            if self._previews(source):
+            wrote = self._previews(source)
+            if drift_changed:  # the report changes even though the source did not
+                wrote += self._write_status(source, head, self.state.last_errors, self.state.last_held) is not None
+            if wrote:
                 self._push(source)
             return ReconcileResult(commit=head, skipped=True)
         plan, diags = operations.make_plan(self.target, max_prune=self.config.max_prune)
@@ -158,7 +175,8 @@ class Daemon:
                                        lock=False)
             applied = sum(1 for r in outcome.results if r.phase in ("Ready", "Deleted"))
             failed = len(outcome.results) - applied
-        status_commit = self._write_status(source, head, [d.to_json() for d in errors], held)
+        self.state.last_errors, self.state.last_held = [d.to_json() for d in errors], held
+        status_commit = self._write_status(source, head, self.state.last_errors, held)
         self._previews(source)
         self._push(source)
         self.state.last_commit = head
@@ -177,7 +195,8 @@ class Daemon:
         if not isinstance(repo, pygit2.Repository):
             return None  # a plain folder has no branch to report on
         records, runs = self._records_and_runs()
-        files = status_files(list(records.values()), runs, head, errors=errors, held=held)
+        files = status_files(list(records.values()), runs, head, errors=errors, held=held,
+                             drift=self.state.drift or None)
         return self._status_branch(repo).write(files, f"Status of {self.config.branch} at {head}")
 
     def _status_branch(self, repo):
@@ -228,6 +247,35 @@ class Daemon:
             written += 1
         self.state.previews = {n: h for n, h in heads.items()}
         return written
+
+    # -- drift -----------------------------------------------------------------------------
+    def _drift_due(self) -> None:
+        self.drift_wanted = True
+        self.trigger("drift check")
+
+    def _check_drift(self) -> dict[str, str]:
+        """Observe what was applied; report drift on the resources (message, STATUS.md, metric) and, with
+        self_heal, mark them Pending so that the next plan applies them again."""
+        from reconciler.engine.applier import _record_as_resource
+        from reconciler.engine.drift import detect
+        from reconciler.providers.base import ApplyContext
+        from reconciler.store.state import StateStore
+
+        with StateStore.open(self.state_dir) as store:
+            records = store.records()
+            checkout = self.state_dir / "checkouts" / (self.state.last_commit or "worktree")
+            ctx = ApplyContext(state_dir=self.state_dir, store=store, commit=self.state.last_commit,
+                               repo_dir=lambda: checkout, resources={}, records=records, environ=dict(os.environ))
+            drift = detect(ctx, records)
+            for rid, message in drift.items():
+                phase = "Pending" if self.config.self_heal else records[rid].phase
+                store.mark(_record_as_resource(records[rid]), phase,
+                           f"drift: {message}" + ("; re-applying (self_heal)" if self.config.self_heal else ""))
+        self.state.drift = drift
+        self.metrics.drifted.set(len(drift))
+        if drift:
+            log.warning("drift found: %s", drift)
+        return drift
 
     # -- workflow schedules ----------------------------------------------------------------
     def _sync_schedules(self) -> None:

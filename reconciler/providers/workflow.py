@@ -32,7 +32,8 @@ class WorkflowProvider:
         key = trigger_key(resource, ctx.repo_dir())
         last = ctx.store.runs.last_success(resource.id)
         nxt = next_fire(resource.spec)
-        if last is not None and last["trigger_key"] == key:
+        healing = prior is not None and (prior.message or "").startswith("drift:")  # what it wrote is gone or changed
+        if last is not None and last["trigger_key"] == key and not healing:
             return Outcome.success(f"up to date: run {last['run_id']} succeeded", last_run=last["run_id"],
                                    last_status="succeeded", next_run=nxt)
         outcome = runner.run(resource, trigger="apply", key=key)

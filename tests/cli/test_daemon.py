@@ -194,3 +194,53 @@ def test_a_cron_schedule_fires_a_run(tmp_path):
     finally:
         if p.poll() is None:
             p.kill()
+
+
+@pytest.mark.parametrize("self_heal", [False, True])
+def test_drift_of_a_lake_table_is_reported_and_healed(remote, tmp_path, self_heal):
+    import duckdb
+
+    work, bare_path = remote
+    state, port = tmp_path / "state", free_port()
+    env = {**os.environ, **ENV}
+    env.pop("RECONCILER_STATE_DIR", None)
+    args = [sys.executable, "-m", "reconciler", "daemon", "--repo", f"file://{bare_path}", "--state-dir", str(state),
+            "--interval", "1s", "--drift-interval", "1s", "--listen", f"127.0.0.1:{port}"]
+    p = subprocess.Popen(args + (["--self-heal"] if self_heal else []), env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    bare = pygit2.Repository(str(bare_path))
+    try:
+        wait_for(lambda: http(port, "/readyz")[0] == 200, "the first reconcile")
+
+        def drop():
+            try:
+                con = duckdb.connect(str(state / "lake.duckdb"))
+            except duckdb.Error:
+                return False  # the daemon is writing; try again
+            con.execute("DROP TABLE payments.valid")
+            con.close()
+            return True
+
+        wait_for(drop, "dropping the workflow's table behind the daemon's back")
+        if not self_heal:
+            text = wait_for(lambda: (status_file(bare, "STATUS.md") or "") if "Drift" in (status_file(bare, "STATUS.md") or "")
+                            else None, "drift in STATUS.md")
+            assert "workflow:payments/daily" in text and "lake://payments/valid is gone" in text
+        else:
+            def healed():
+                try:
+                    con = duckdb.connect(str(state / "lake.duckdb"), read_only=True)
+                except duckdb.Error:
+                    return False
+                try:
+                    return con.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'payments' "
+                                       "AND table_name = 'valid'").fetchone()[0] == 1
+                finally:
+                    con.close()
+
+            wait_for(healed, "the table written again by the self-healing daemon")
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(60) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
