@@ -26,6 +26,8 @@ from reconciler.engine import operations
 
 log = logging.getLogger("reconciler.daemon")
 
+DAEMON_FILE = "daemon.json"
+
 
 @dataclass
 class ReconcileResult:
@@ -97,6 +99,7 @@ class Daemon:
                               coalesce=True, max_instances=1)
             scheduler.start()
             server = self._start_http()
+            self._announce()
             self.wake.set()  # the first sync at once
             try:
                 while not self.stop.is_set():
@@ -108,9 +111,22 @@ class Daemon:
                     self.wake.clear()
                     self.reconcile_once()
             finally:
+                (self.state_dir / DAEMON_FILE).unlink(missing_ok=True)
                 scheduler.shutdown(wait=False)
                 if server is not None:
                     server.stop()
+
+    def _announce(self) -> None:
+        """state_dir/daemon.json: where the CLI's read commands find this daemon's API while a reconcile
+        holds the state database (DuckDB lets one process open it at a time)."""
+        import json
+
+        host = self.config.host if self.config.host not in ("0.0.0.0", "::") else "127.0.0.1"
+        info = {"pid": os.getpid(), "url": f"http://{host}:{self.config.port}",
+                "token_file": str(self.config.api_token_file) if self.config.api_token_file else None}
+        tmp = self.state_dir / (DAEMON_FILE + ".tmp")
+        tmp.write_text(json.dumps(info))
+        os.replace(tmp, self.state_dir / DAEMON_FILE)
 
     def _start_http(self):
         from reconciler.daemon.http import HttpServer

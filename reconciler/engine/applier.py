@@ -257,7 +257,8 @@ class Applier:
                         running[pool.submit(self._apply_one, pending[rid])] = rid
                 if not running:
                     break
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                # wake at least every flush interval: a long apply (a workflow run) must show as Applying
+                done, _ = wait(running, timeout=WriteBehind.INTERVAL, return_when=FIRST_COMPLETED)
                 self.writes.flush_due()
                 for fut in done:
                     rid = running.pop(fut)

@@ -109,10 +109,43 @@ def _load_desired(target: Target, source, cache, records) -> Desired:
 
 
 def read_records(state_dir: Path) -> tuple[dict[str, Record], int]:
+    """The recorded resources and the state serial; from the daemon's API while its reconcile holds
+    the state database (the serial is then unknown: 0, so a plan saved from it is refused as stale)."""
     from reconciler.store.state import StateStore
 
-    with StateStore.open(Path(state_dir), read_only=True) as store:
-        return store.records(), store.serial
+    try:
+        with StateStore.open(Path(state_dir), read_only=True) as store:
+            return store.records(), store.serial
+    except UserError:
+        records = records_from_daemon(Path(state_dir))
+        if records is None:
+            raise
+        return records, 0
+
+
+def records_from_daemon(state_dir: Path) -> dict[str, Record] | None:
+    """Records as the daemon that owns `state_dir` serves them, or None when no daemon answers."""
+    import json
+    import urllib.request
+
+    try:
+        info = json.loads((Path(state_dir) / "daemon.json").read_text())
+        os.kill(int(info["pid"]), 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    headers = {}
+    if info.get("token_file"):
+        from reconciler.daemon.config import read_secret_file
+
+        headers["Authorization"] = f"Bearer {read_secret_file(info['token_file'])}"
+    request = urllib.request.Request(info["url"].rstrip("/") + "/api/v1/resources", headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            rows = json.loads(answer.read())
+    except (OSError, ValueError):
+        return None
+    fields = set(Record.__dataclass_fields__)
+    return {r["id"]: Record(**{k: v for k, v in r.items() if k in fields}) for r in rows}
 
 
 def base_records(target: Target, base_ref: str) -> dict[str, Record]:

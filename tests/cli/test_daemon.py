@@ -244,3 +244,45 @@ def test_drift_of_a_lake_table_is_reported_and_healed(remote, tmp_path, self_hea
     finally:
         if p.poll() is None:
             p.kill()
+
+
+def test_get_works_during_a_reconcile(remote, tmp_path):
+    work, bare_path = remote
+    state, port = tmp_path / "state", free_port()
+    p = start_daemon(bare_path, state, port)
+    try:
+        wait_for(lambda: http(port, "/readyz")[0] == 200, "the first reconcile")
+        gate = tmp_path / "go"
+        waits = f"""
+version: v1
+type: workflow
+name: waits
+workspace: payments
+workflow:
+  dag:
+    - name: wait
+      stack: shell
+      spec: {{command: "echo waiting; for i in $(seq 900); do test -f {gate} && break; sleep 0.1; done"}}
+"""
+        work.commit({"workflows/waits.yaml": waits})
+        push(work)
+        log_glob = "runs/payments/waits/*/wait.log"
+        wait_for(lambda: any("waiting" in f.read_text() for f in state.glob(log_glob)), "the reconcile to be running")
+
+        def applying():  # the daemon holds the state database while the workflow runs; get must still answer
+            r = run_cli("get", "--state-dir", state, "-o", "json")
+            assert r.code == 0, r
+            phases = {x["id"]: x["phase"] for x in r.json}
+            assert phases["depot:raw"] == "Ready"
+            return phases.get("workflow:payments/waits") == "Applying"
+
+        wait_for(applying, "get to show the running workflow as Applying")
+        gate.touch()
+        wait_for(lambda: str(work.repo.head.target) in status_message(pygit2.Repository(str(bare_path))),
+                 "the status of the commit")
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(60) == 0
+        assert not (state / "daemon.json").exists()
+    finally:
+        if p.poll() is None:
+            p.kill()
