@@ -167,7 +167,7 @@ def make_plan(target: Target, *, base: str | None = None, max_prune: int = 10, a
     source = open_source(target)
     memo = PlanMemo(Path(target.state_dir))
     key = None if base else memo.key(source, target.paths, Path(target.state_dir), max_prune=max_prune,
-                                     allow_prune=allow_prune, label=_source_label(target))
+                                     allow_prune=allow_prune, label=source_label(target))
     hit = memo.get(key)
     if hit is not None:
         plan = Plan.from_json(hit)
@@ -181,17 +181,17 @@ def make_plan(target: Target, *, base: str | None = None, max_prune: int = 10, a
     else:
         records, serial = read_records(Path(target.state_dir))
     desired = load_desired(target, records, source=source)
-    plan = plan_(desired.resolution, records, commit=source.commit, source=_source_label(target),
+    plan = plan_(desired.resolution, records, commit=source.commit, source=source_label(target),
                  serial=serial, max_prune=max_prune, allow_prune=allow_prune, created_at=now_iso())
     plan.base = base
     memo.put(key, plan.to_json())
     if not base:
         plan.origin = (desired.resolution, dict(max_prune=max_prune, allow_prune=allow_prune,
-                                                label=_source_label(target)))
+                                                label=source_label(target)))
     return plan, desired.diagnostics
 
 
-def _source_label(target: Target) -> str:
+def source_label(target: Target) -> str:
     """Where the plan's artefacts came from: an absolute path, or the URL without any credentials in it
     (plans are saved and shown; credentials come from the environment)."""
     repo = target.repo
@@ -203,7 +203,7 @@ def _source_label(target: Target) -> str:
 
 
 def apply(target: Target, plan: Plan, *, parallelism: int = 4, on_event=None, stop: threading.Event | None = None,
-          saved: bool = False, allow_prune: bool = False, purpose: str = "apply", lock: bool = True):
+          saved: bool = False, allow_prune: bool = False, purpose: str = "apply", lock: bool = True, source=None):
     """Apply `plan` under the state lock (`lock=False`: the caller, the daemon, holds it already).
     A saved plan is refused when the state moved since it was made."""
     import contextlib
@@ -228,8 +228,9 @@ def apply(target: Target, plan: Plan, *, parallelism: int = 4, on_event=None, st
                             hint="run `reconciler plan --out FILE` again and apply the new plan")
         records = store.records()
         # the tree the plan was made from: the same commit, even if the branch moved since
-        origin = plan.source if plan.source and "***@" not in plan.source else target.repo  # redacted: use --repo
-        source = open_source(Target(origin, plan.commit, state_dir, target.paths)) if plan.commit else None
+        if source is None or source.commit != plan.commit:
+            origin = plan.source if plan.source and "***@" not in plan.source else target.repo  # redacted: --repo
+            source = open_source(Target(origin, plan.commit, state_dir, target.paths)) if plan.commit else None
         repo_dir = _once(lambda: Path((source or open_source(target)).materialise(
             state_dir / "checkouts" / ((source.commit if source else None) or "worktree"))))
         resources = {a.id: a.resource for a in plan.actions if a.resource is not None}
