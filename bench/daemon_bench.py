@@ -11,7 +11,6 @@ resident memory. The poll interval is part of the time, as it would be in use.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import signal
 import socket
@@ -20,7 +19,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import pygit2

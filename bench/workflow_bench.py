@@ -56,14 +56,14 @@ def job_sql(i: int) -> tuple[str, str, str]:
 
 
 def make_repo(root: Path, jobs: int) -> None:
-    (root / "bench.yaml").write_text(f"""version: v1
+    (root / "bench.yaml").write_text("""version: v1
 type: workspace
 name: bench
 ---
 version: v1
 type: depot
 name: bench-raw
-depot: {{kind: file, path: data, format: parquet}}
+depot: {kind: file, path: data, format: parquet}
 """)
     dag = []
     for i in range(jobs):

@@ -99,3 +99,18 @@ def sample_repo(tmp_path) -> GitRepo:
 
 
 SAMPLE_ENV = {"PAYMENTS_API_TOKEN": "tok-sample-123"}
+
+
+@pytest.fixture
+def pg_conn():
+    """An autocommit connection to the PostgreSQL on 127.0.0.1:5432 (database test): skipped where none runs,
+    a failure where RECONCILER_REQUIRE_POSTGRES says one must (CI)."""
+    psycopg = pytest.importorskip("psycopg")
+    try:
+        conn = psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=3", autocommit=True)
+    except psycopg.OperationalError as e:
+        if os.environ.get("RECONCILER_REQUIRE_POSTGRES"):
+            pytest.fail(f"PostgreSQL at 127.0.0.1:5432 is required here but unreachable: {e}")
+        pytest.skip(f"no PostgreSQL reachable at 127.0.0.1:5432: {e}")
+    yield conn
+    conn.close()

@@ -3,7 +3,6 @@ import signal
 
 import pytest
 
-from tests.conftest import run_cli
 from tests.cli import repos
 from tests.cli.test_plan_apply import ENV, apply, cli, get_json, phases
 

@@ -1,5 +1,4 @@
 """The daemon as a real subprocess against a bare repository the test pushes to."""
-import json
 import os
 import signal
 import socket

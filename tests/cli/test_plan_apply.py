@@ -1,11 +1,7 @@
 """plan / apply / get through the real CLI on real git repos and real DuckDB state."""
-import json
-import re
 import subprocess
 import sys
 
-import duckdb
-import pytest
 
 from tests.conftest import run_cli
 from tests.cli import repos

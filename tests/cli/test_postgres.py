@@ -1,5 +1,4 @@
 """A postgres depot against the real PostgreSQL server on 127.0.0.1:5432."""
-import os
 import uuid
 
 import pytest
@@ -10,21 +9,14 @@ pytestmark = pytest.mark.postgres
 
 
 @pytest.fixture
-def pg_schema():
-    psycopg = pytest.importorskip("psycopg")
-    try:
-        conn = psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=3", autocommit=True)
-    except psycopg.OperationalError as e:
-        if os.environ.get("RECONCILER_REQUIRE_POSTGRES"):
-            pytest.fail(f"PostgreSQL at 127.0.0.1:5432 is required here but unreachable: {e}")
-        pytest.skip(f"no PostgreSQL reachable at 127.0.0.1:5432: {e}")
+def pg_schema(pg_conn):
+    conn = pg_conn
     schema = "rt_" + uuid.uuid4().hex[:10]
     conn.execute(f"CREATE SCHEMA {schema}")
     conn.execute(f"CREATE TABLE {schema}.merchants (id integer primary key, name text, mcc char(4))")
     conn.execute(f"INSERT INTO {schema}.merchants VALUES (1, 'Cafe', '5814'), (2, 'Books', '5942')")
     yield schema
     conn.execute(f"DROP SCHEMA {schema} CASCADE")
-    conn.close()
 
 
 def depot(schema, port=5432):

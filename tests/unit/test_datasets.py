@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import json
-import os
 import sqlite3
 import uuid
 from pathlib import Path
@@ -163,14 +162,8 @@ def test_sqlite_depot_types_and_nulls(tmp_path, lake):
 
 
 @pytest.fixture
-def pg_schema():
-    psycopg = pytest.importorskip("psycopg")
-    try:
-        conn = psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=3", autocommit=True)
-    except psycopg.OperationalError as e:
-        if os.environ.get("RECONCILER_REQUIRE_POSTGRES"):
-            pytest.fail(f"PostgreSQL at 127.0.0.1:5432 is required here but unreachable: {e}")
-        pytest.skip(f"no PostgreSQL reachable at 127.0.0.1:5432: {e}")
+def pg_schema(pg_conn):
+    conn = pg_conn
     schema = "ds_" + uuid.uuid4().hex[:10]
     conn.execute(f"CREATE SCHEMA {schema}")
     conn.execute(f"CREATE TABLE {schema}.payments (id integer, amount numeric(10, 2), note text, paid_at timestamptz, "
@@ -181,7 +174,6 @@ def pg_schema():
     conn.execute(f"CREATE TABLE {schema}.empty (id bigint, amount numeric(8, 3))")
     yield schema
     conn.execute(f"DROP SCHEMA {schema} CASCADE")
-    conn.close()
 
 
 @pytest.mark.postgres

@@ -1,5 +1,4 @@
 """The warm planner must plan exactly what a cold plan would, while reading only what changed."""
-import pygit2
 import pytest
 
 from reconciler.core.planner import make_plan

@@ -5,7 +5,7 @@ from typing import Any, Callable, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from .common import Header, Model, Name, RelPath, Text, did_you_mean, duplicates, fail, find_cycle, validate_also
+from .common import Header, Model, Name, Text, did_you_mean, duplicates, fail, find_cycle, validate_also
 
 
 class BundleWorkspace(Model):
