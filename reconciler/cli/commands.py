@@ -358,6 +358,7 @@ def daemon(config_file, repo, branch, interval, state_dir, status_branch, max_pr
         raise UserError("the daemon needs --config FILE or --repo REPO")
     config = load_config(config_file, overrides)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)  # it logs every poll at INFO
     d = Daemon(config)
 
     def on_term(signum, frame):
