@@ -27,6 +27,7 @@ from reconciler.engine import operations
 log = logging.getLogger("reconciler.daemon")
 
 DAEMON_FILE = "daemon.json"
+DRIFT_SLICE_SECONDS = 1.0  # drift checking per loop cycle, so that a push is never waiting behind it
 
 
 @dataclass
@@ -67,6 +68,8 @@ class Daemon:
         self.stop = threading.Event()
         self.due: set[str] = set()  # workflows whose schedule fired
         self.drift_wanted = False
+        self._drift_queue: list[str] = []  # resources still to look at in the current drift pass
+        self._drift_found: dict[str, str] = {}
         self.scheduler = None
         self._branch = None  # the status branch writer, for the source's repository
         self._preview_heads: dict[str, str] = {}  # preview branch -> the head last planned
@@ -167,8 +170,8 @@ class Daemon:
         head = source.commit
         self._run_due_workflows()
         drift_changed = False
-        if self.drift_wanted:
-            self.drift_wanted = False
+        # a new head goes first; drift is looked for in slices between pushes, never in the way of one
+        if self.drift_wanted and head == self.state.last_commit and not force:
             before = dict(self.state.drift)
             if self._check_drift() and self.config.self_heal:
                 force = True  # drifted resources were marked Pending: the plan applies them again
@@ -296,7 +299,20 @@ class Daemon:
             checkout = self.state_dir / "checkouts" / (self.state.last_commit or "worktree")
             ctx = ApplyContext(state_dir=self.state_dir, store=store, commit=self.state.last_commit,
                                repo_dir=lambda: checkout, resources={}, records=records, environ=dict(os.environ))
-            drift = detect(ctx, records)
+            if not self._drift_queue:  # a new pass over everything applied
+                self._drift_queue = sorted(rid for rid, r in records.items() if r.type in ("depot", "workflow"))
+                self._drift_found = {}
+            # a slice of the pass per cycle (introspecting thousands of depots takes minutes)
+            deadline = time.monotonic() + DRIFT_SLICE_SECONDS
+            while self._drift_queue and time.monotonic() < deadline:
+                rid = self._drift_queue.pop()
+                if rid in records:
+                    self._drift_found.update(detect(ctx, {rid: records[rid]}))
+            if self._drift_queue:
+                self.trigger("drift check continues")
+                return {}  # nothing new to report or heal until the pass is complete
+            self.drift_wanted = False
+            drift = self._drift_found
             for rid, message in drift.items():
                 phase = "Pending" if self.config.self_heal else records[rid].phase
                 store.mark(_record_as_resource(records[rid]), phase,
