@@ -114,3 +114,14 @@ def pg_conn():
         pytest.skip(f"no PostgreSQL reachable at 127.0.0.1:5432: {e}")
     yield conn
     conn.close()
+
+
+def free_port() -> int:
+    """A port nothing listens on right now (bound, then released), for servers the tests start."""
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port

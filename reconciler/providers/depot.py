@@ -177,15 +177,18 @@ def read_duckdb_depot(ctx: ApplyContext, depot: str, spec: dict) -> list[Found]:
 # ---- kind: sqlite ------------------------------------------------------------------------
 
 
+def open_sqlite_read_only(path: Path) -> sqlite3.Connection:
+    """stdlib sqlite3, read-only by URI: DuckDB's sqlite extension would need a network INSTALL."""
+    return sqlite3.connect("file:" + urllib.parse.quote(str(path)) + "?mode=ro", uri=True, timeout=5)
+
+
 def read_sqlite_depot(ctx: ApplyContext, depot: str, spec: dict) -> list[Found]:
-    # stdlib sqlite3, read-only by URI: DuckDB's sqlite extension would need a network INSTALL
     raw = spec.get("path") or ""
     path = resolve_path(ctx, raw)
     if not path.is_file():
         raise DepotError(f"file {raw} does not exist (looked in {path})")
-    uri = "file:" + urllib.parse.quote(str(path)) + "?mode=ro"
     try:
-        conn = sqlite3.connect(uri, uri=True, timeout=5)
+        conn = open_sqlite_read_only(path)
     except sqlite3.Error as exc:
         raise DepotError(f"cannot open SQLite database {path}: {exc}") from None
     try:

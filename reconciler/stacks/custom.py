@@ -84,6 +84,18 @@ def schema_of(section: dict) -> dict | None:
     return section.get("schema", section.get("schema_"))
 
 
+def checked_spec(ctx: JobContext, section: dict, label: str, owner: str) -> tuple[dict, JobResult | None]:
+    """The job's spec with the runtime's schema defaults filled in, or the failure when the schema rejects it
+    (`owner` names the runtime: "stack" or "operator")."""
+    schema = schema_of(section)
+    spec = with_defaults(ctx.spec, schema)
+    problems = schema_problems(spec, schema)
+    if problems:
+        return spec, JobResult(ok=False, retryable=False,
+                               message=f"{label}: the job's spec does not match the {owner}'s schema: {problems[0]}")
+    return spec, None
+
+
 def template_variables(ctx: JobContext, spec: dict) -> dict[str, Any]:
     return {
         "spec": spec, "run_dir": str(ctx.run_dir), "job_dir": str(ctx.job_dir), "repo_dir": str(ctx.repo_dir),
@@ -104,12 +116,9 @@ class CustomStack:
         section = section_of(self.document or ctx.runtime_spec, "stack")
         if not section.get("command"):
             return JobResult(ok=False, message=f"{label} has no command (is the stack applied?)", retryable=False)
-        schema = schema_of(section)
-        spec = with_defaults(ctx.spec, schema)
-        problems = schema_problems(spec, schema)
-        if problems:
-            return JobResult(ok=False, retryable=False,
-                             message=f"{label}: the job's spec does not match the stack's schema: {problems[0]}")
+        spec, failure = checked_spec(ctx, section, label, "stack")
+        if failure is not None:
+            return failure
         variables = template_variables(ctx, spec)
         try:
             argv = [render_text(str(part), variables, f"command[{i}]") for i, part in enumerate(section["command"])]

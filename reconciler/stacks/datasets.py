@@ -19,7 +19,6 @@ import re
 import sqlite3
 import threading
 import time
-import urllib.parse
 import uuid
 from pathlib import Path
 from types import SimpleNamespace
@@ -30,7 +29,7 @@ import psycopg
 import pyarrow as pa
 
 from reconciler.core.ids import DEFAULT_WORKSPACE, make_id
-from reconciler.providers.depot import READERS, DepotError, _file_candidates
+from reconciler.providers.depot import READERS, DepotError, _file_candidates, open_sqlite_read_only
 from reconciler.providers.secret import resolve_secret
 from reconciler.stacks.base import JobContext, TableWritten
 
@@ -245,9 +244,8 @@ def _read_sqlite(cur, ctx: JobContext, name: str, address: str, spec: dict, data
     path = _resolve_path(ctx, raw)
     if not path.is_file():
         raise DatasetError(f"cannot read {address}: file {raw} does not exist (looked in {path})")
-    uri = "file:" + urllib.parse.quote(str(path)) + "?mode=ro"
     try:
-        conn = sqlite3.connect(uri, uri=True, timeout=5)
+        conn = open_sqlite_read_only(path)
     except sqlite3.Error as exc:
         raise DatasetError(f"cannot read {address}: cannot open SQLite database {path}: {exc}", retryable=True) from None
     try:

@@ -26,7 +26,7 @@ from typing import Any
 from reconciler.core.resources.durations import parse_duration
 
 from .base import JobContext, JobResult
-from .custom import RenderError, render_text, render_value, schema_of, schema_problems, section_of, with_defaults
+from .custom import RenderError, checked_spec, render_text, render_value, section_of
 from .process import format_seconds
 
 DEFAULT_POLL_INTERVAL = 2.0
@@ -139,12 +139,9 @@ class OperatorStack:
         if not section.get("base_url") or not section.get("create") or not section.get("status"):
             return JobResult(ok=False, message=f"{label} has no base_url/create/status (is it applied?)",
                              retryable=False)
-        schema = schema_of(section)
-        spec = with_defaults(ctx.spec, schema)
-        problems = schema_problems(spec, schema)
-        if problems:
-            return JobResult(ok=False, retryable=False,
-                             message=f"{label}: the job's spec does not match the operator's schema: {problems[0]}")
+        spec, failure = checked_spec(ctx, section, label, "operator")
+        if failure is not None:
+            return failure
         variables = {"spec": spec, "job": ctx.job, "workflow": ctx.workflow, "workspace": ctx.workspace,
                      "run": ctx.run_id, "attempt": ctx.attempt}
         try:

@@ -6,12 +6,11 @@ Nested columns (lists, structs, maps) get counts only.
 """
 from __future__ import annotations
 
-import duckdb
 
 from reconciler.stacks.base import JobContext, JobResult
-from reconciler.stacks.datasets import DatasetError, describe_relation, ident, json_safe, register_input, release_inputs
+from reconciler.stacks.datasets import DatasetError, describe_relation, ident, json_safe, register_input
 from reconciler.stacks.quality import is_numeric
-from reconciler.stacks.sql import Stopped, Watchdog, failed_result, stopped_result
+from reconciler.stacks.sql import Watchdog, guarded
 
 DATA = "_profile_dataset"
 TOP = 5
@@ -29,18 +28,7 @@ class ProfileStack:
         spec = ctx.spec or {}
         address = spec.get("dataset", "")
         result = JobResult(ok=True, inputs=[address])
-        cur = ctx.lake.cursor()
-        dog = Watchdog(ctx, cur)
-        try:
-            with dog:
-                return self._run(ctx, cur, dog, address, spec.get("columns"), result)
-        except (Stopped, duckdb.InterruptException):
-            return stopped_result(dog, result)
-        except duckdb.Error as exc:
-            return failed_result(result, exc)
-        finally:
-            release_inputs(cur)
-            cur.close()
+        return guarded(ctx, result, lambda cur, dog: self._run(ctx, cur, dog, address, spec.get("columns"), result))
 
     def _run(self, ctx: JobContext, cur, dog: Watchdog, address: str, wanted: list[str] | None,
              result: JobResult) -> JobResult:

@@ -10,9 +10,8 @@ import duckdb
 
 from reconciler.core.resources import format_duration, parse_duration
 from reconciler.stacks.base import CheckResult, JobContext, JobResult
-from reconciler.stacks.datasets import (DatasetError, describe_relation, ident, json_safe, literal, register_input,
-                                        release_inputs)
-from reconciler.stacks.sql import Stopped, Watchdog, failed_result, stopped_result
+from reconciler.stacks.datasets import DatasetError, describe_relation, ident, json_safe, literal, register_input
+from reconciler.stacks.sql import Watchdog, guarded
 
 DATA = "_quality_dataset"
 SAMPLE = 5
@@ -200,18 +199,7 @@ class QualityStack:
         spec = ctx.spec or {}
         address = spec.get("dataset", "")
         result = JobResult(ok=True, inputs=[address], retryable=False)
-        cur = ctx.lake.cursor()
-        dog = Watchdog(ctx, cur)
-        try:
-            with dog:
-                return self._run(ctx, cur, dog, address, spec.get("checks") or [], result)
-        except (Stopped, duckdb.InterruptException):
-            return stopped_result(dog, result)
-        except duckdb.Error as exc:
-            return failed_result(result, exc)
-        finally:
-            release_inputs(cur)
-            cur.close()
+        return guarded(ctx, result, lambda cur, dog: self._run(ctx, cur, dog, address, spec.get("checks") or [], result))
 
     def _run(self, ctx: JobContext, cur, dog: Watchdog, address: str, checks: list[dict],
              result: JobResult) -> JobResult:

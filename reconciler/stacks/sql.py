@@ -89,6 +89,23 @@ def stopped_result(dog: Watchdog, result: JobResult) -> JobResult:
     return result
 
 
+def guarded(ctx: JobContext, result: JobResult, body) -> JobResult:
+    """Run body(cur, dog) on a fresh lake cursor under the job's watchdog: a timeout or cancel becomes
+    the stopped result, a DuckDB error the failed one; inputs are released and the cursor closed."""
+    cur = ctx.lake.cursor()
+    dog = Watchdog(ctx, cur)
+    try:
+        with dog:
+            return body(cur, dog)
+    except (Stopped, duckdb.InterruptException):
+        return stopped_result(dog, result)
+    except duckdb.Error as exc:
+        return failed_result(result, exc)
+    finally:
+        release_inputs(cur)
+        cur.close()
+
+
 def failed_result(result: JobResult, exc: Exception) -> JobResult:
     """A DuckDB error no finer handler expected (e.g. reading a dataset that changed underneath)."""
     result.ok, result.message = False, str(exc).strip()

@@ -1,6 +1,5 @@
 """/api/v1 served by a real daemon's HTTP server over a state the real CLI applied."""
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -13,17 +12,9 @@ import pytest
 from reconciler.daemon.config import load_config
 from reconciler.daemon.service import Daemon
 from tests.cli import repos
-from tests.conftest import GitRepo, run_cli
+from tests.conftest import GitRepo, free_port, run_cli
 
 TOKEN = "api-token-for-tests-123"
-
-
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 @pytest.fixture(scope="module")

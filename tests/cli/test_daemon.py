@@ -1,7 +1,6 @@
 """The daemon as a real subprocess against a bare repository the test pushes to."""
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -11,17 +10,9 @@ import pygit2
 import pytest
 
 from tests.cli import repos
-from tests.conftest import GitRepo, run_cli
+from tests.conftest import GitRepo, free_port, run_cli
 
 ENV = {"RECONCILER_TEST_TOKEN": "daemon-token-123"}
-
-
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def wait_for(check, what: str, timeout: float = 90):

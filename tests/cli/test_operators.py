@@ -1,7 +1,7 @@
 """Custom stacks and operators through the CLI, against a real local Airflow-like HTTP server."""
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import free_port, run_cli
 from tests.cli import repos
 from tests.cli.test_workflows import apply, runs, workflow_doc
 from tests.fakes.airflow import FakeAirflow
@@ -71,12 +71,7 @@ def test_operator_runs_on_the_external_engine(git_repo, state_dir, dag_id, timeo
 
 
 def test_operator_endpoint_that_is_down(git_repo, state_dir):
-    import socket
-
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
+    port = free_port()
     git_repo.commit(repos.basic(**{"ops.yaml": operator_doc(f"http://127.0.0.1:{port}/api/v1"),
                                    "workflows/ext.yaml": workflow_doc(job("ok"), name="ext")}))
     r = apply(git_repo, state_dir, env={"AIRFLOW_TOKEN": TOKEN})
