@@ -88,6 +88,7 @@ def report_user_error(e: UserError) -> None:
 def _register():
     from reconciler.cli import commands  # noqa: F401  (registers the commands on `cli`)
     from reconciler.cli import dev_cmd  # noqa: F401  (`reconciler dev`)
+    from reconciler.cli import query_cmd  # noqa: F401  (`reconciler query`)
 
 
 _register()

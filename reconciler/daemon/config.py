@@ -112,6 +112,15 @@ class UserConfig(BaseModel):
         return self
 
 
+class GroupConfig(BaseModel):
+    """A group of users; `admin: true` members may read every dataset that no policy denies them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    admin: bool = Field(False, strict=True)
+    description: str | None = None
+
+
 class DaemonConfig(BaseModel):
     """reconciler.yaml, validated; durations are seconds, paths are absolute when read from a file."""
 
@@ -131,7 +140,7 @@ class DaemonConfig(BaseModel):
     webhook_secret_file: FilePath | None = None
     openlineage: OpenLineageConfig = Field(default_factory=lambda: OpenLineageConfig("none"))
     users: dict[str, UserConfig] = Field(default_factory=dict)
-    groups: dict[str, Any] | None = None
+    groups: dict[str, GroupConfig] = Field(default_factory=dict)
     drift_interval: Duration = 300.0
 
     @field_validator("repo")
@@ -300,6 +309,8 @@ def _known_keys(parent: tuple) -> list[str]:
         return list(DaemonConfig.model_fields)
     if len(parent) == 2 and parent[0] == "users":
         return list(UserConfig.model_fields)
+    if len(parent) == 2 and parent[0] == "groups":
+        return list(GroupConfig.model_fields)
     if parent == ("openlineage",):
         return list(_OPENLINEAGE_KEYS)
     return []

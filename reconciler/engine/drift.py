@@ -60,8 +60,15 @@ def _lake_drift(lake_path: Path, owned: list[dict], store) -> str:
 
     if not Path(lake_path).exists():
         return "the lake is gone"
+    from reconciler.store import lakegate
+
     parts = []
-    con = duckdb.connect(str(lake_path), read_only=True)
+    lakegate.enter(lake_path)  # this process's query database steps aside while we look
+    try:
+        con = duckdb.connect(str(lake_path), read_only=True)
+    except BaseException:
+        lakegate.leave(lake_path)
+        raise
     try:
         for d in owned:
             ws, _, table = d["address"][len("lake://"):].partition("/")
@@ -76,4 +83,5 @@ def _lake_drift(lake_path: Path, owned: list[dict], store) -> str:
                 parts.append(f"columns of {d['address']} changed")
     finally:
         con.close()
+        lakegate.leave(lake_path)
     return "; ".join(parts)

@@ -76,15 +76,27 @@ class RunLake:
 
         with self._lock:
             if self._conn is None:
+                from reconciler.store import lakegate
+
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._conn = duckdb.connect(str(self.path))
+                lakegate.enter(self.path)  # this process's query database steps aside until close()
+                try:
+                    self._conn = duckdb.connect(str(self.path))
+                except BaseException:
+                    lakegate.leave(self.path)
+                    raise
             return self._conn.cursor()
 
     def close(self) -> None:
         with self._lock:
             if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+                from reconciler.store import lakegate
+
+                try:
+                    self._conn.close()
+                finally:
+                    self._conn = None
+                    lakegate.leave(self.path)
 
 
 class Masker:
@@ -368,8 +380,11 @@ class WorkflowRunner:
             job_log(f"retrying in {wait_s:g}s ({count - n} retr{'y' if count - n == 1 else 'ies'} left)")
             if self.stop.wait(wait_s):
                 break
+        column_tags = {o["dataset"]: o["column_tags"] for o in (job.get("spec") or {}).get("outputs") or []
+                       if isinstance(o, dict) and o.get("column_tags") and o.get("dataset")}
         runs.finish_job(run_id, workflow.id, name, result, attempts=attempt, owner=workflow.spec.get("owner"),
-                        workspace=workflow.workspace, tags=list(workflow.spec.get("tags") or []))
+                        workspace=workflow.workspace, tags=list(workflow.spec.get("tags") or []),
+                        column_tags=column_tags)
         return result
 
     def _job_failed(self, run_id: str, name: str, job_log: JobLog, message: str, attempts: int) -> JobResult:

@@ -23,12 +23,15 @@ def quote_ident(name: str) -> str:
 
 @contextmanager
 def lake_connection(lake_path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+    from reconciler.store import lakegate
+
     lake_path.parent.mkdir(parents=True, exist_ok=True)
-    conn = duckdb.connect(str(lake_path))
-    try:
-        yield conn
-    finally:
-        conn.close()
+    with lakegate.exclusive(lake_path):
+        conn = duckdb.connect(str(lake_path))
+        try:
+            yield conn
+        finally:
+            conn.close()
 
 
 def schema_tables(conn: duckdb.DuckDBPyConnection, schema: str) -> list[str]:

@@ -24,6 +24,24 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
+def _inherited_tags(conn, column_lineage: dict) -> dict[str, dict[str, set[str]]]:
+    """Column tags follow the data: an output column carries the tags of every column it was computed
+    from (a `pii` card number stays `pii` after a CAST), so masks by tag keep holding downstream."""
+    sources = {(src, col) for cols in column_lineage.values() for srcs in cols.values() for src, col in srcs}
+    if not sources:
+        return {}
+    rows = conn.execute("SELECT address, name, tags FROM columns WHERE address IN (SELECT unnest($1::VARCHAR[]))",
+                        [sorted({s for s, _ in sources})]).fetchall()
+    known = {(a, n.lower()): json.loads(t) if t else [] for a, n, t in rows}
+    out: dict[str, dict[str, set[str]]] = {}
+    for target, cols in column_lineage.items():
+        for col, srcs in cols.items():
+            found = set().union(*(known.get((s, c.lower()), []) for s, c in srcs)) if srcs else set()
+            if found:
+                out.setdefault(target, {})[col] = found
+    return out
+
+
 def _quoted(cols) -> str:
     return ", ".join(f'"{c}"' for c in cols)
 
@@ -109,7 +127,8 @@ class Runs:
 
     # ---- what a finished job found ---------------------------------------------------------
     def finish_job(self, run_id: str, workflow_id: str, job: str, result: "JobResult", *, attempts: int,
-                   owner: str | None, workspace: str, tags: list[str]) -> None:
+                   owner: str | None, workspace: str, tags: list[str],
+                   column_tags: dict[str, dict[str, list[str]]] | None = None) -> None:
         """The job's final record and, when it succeeded, what it found (lineage edges, column lineage,
         quality results, profiles, the lake tables it wrote) in ONE transaction: a crash leaves either
         all of it or a job to run again. Lineage of a job replaces what the same job recorded before."""
@@ -146,11 +165,15 @@ class Runs:
                     conn.execute("INSERT INTO column_profiles VALUES (?, ?, ?, ?, ?)",
                                  [address, s.get("column"), json.dumps(s, default=str), run_id, t])
             if result.outputs:
+                inherited = _inherited_tags(conn, result.column_lineage)
                 self._store.catalog.put_in(conn, workflow_id, [
                     {"address": o.address, "kind": "lake", "workspace": workspace, "format": "table",
                      "location": f"{workspace}.{o.address.rsplit('/', 1)[-1]}", "row_count": o.row_count,
                      "tags": tags, "owner": owner, "last_run": run_id,
-                     "columns": [{"name": n, "type": ty} for n, ty in o.columns]} for o in result.outputs])
+                     "columns": [{"name": n, "type": ty,
+                                  "tags": sorted(set(inherited.get(o.address, {}).get(n, ()))
+                                                 | set((column_tags or {}).get(o.address, {}).get(n, ())))}
+                                 for n, ty in o.columns]} for o in result.outputs])
 
     def forget_workflow(self, workflow_id: str) -> None:
         with self._tx() as (conn, _):

@@ -41,6 +41,7 @@ class SqlOutput(Model):
     dataset: LakeDataset
     mode: OutputMode = "overwrite"
     keys: list[Text] = Field(default_factory=list)
+    column_tags: dict[Text, list[Text]] = Field(default_factory=dict)  # column -> tags, e.g. {email: [pii]}
 
     @model_validator(mode="after")
     def _keys(self) -> "SqlOutput":
@@ -175,6 +176,7 @@ class PythonOutput(Model):
     dataset: LakeDataset
     mode: OutputMode = "overwrite"
     keys: list[Text] = Field(default_factory=list)
+    column_tags: dict[Text, list[Text]] = Field(default_factory=dict)  # column -> tags, e.g. {email: [pii]}
 
     @model_validator(mode="after")
     def _keys(self) -> "PythonOutput":
