@@ -222,8 +222,8 @@ class QueryEngine:
             raise QueryRefused(f"{name} is ambiguous: {', '.join(g.dataset for g in allowed)}",
                                hint=f"name it by its address, e.g. FROM \"{allowed[0].dataset}\"")
         if not allowed:
-            g = grants[0]
-            raise AccessDenied(f"{subject.user} may not read {g.dataset}: {g.reason}",
+            why = "; ".join(f"{g.dataset}: {g.reason}" for g in grants)
+            raise AccessDenied(f"{subject.user} may not read {why}",
                                hint="ask the dataset's owner team for an access: allow policy")
         g = allowed[0]
         if g.dataset not in db.tables:
