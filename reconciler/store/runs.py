@@ -139,6 +139,8 @@ class Runs:
                          ["succeeded" if result.ok else "failed", attempts, t, result.rows_in, result.rows_out,
                           result.message or None, result.external_id, run_id, job])
             if not result.ok:
+                # a failed quality job still found something: its failing checks count against quality SLOs
+                self._insert_checks(conn, run_id, job, result.checks, t)
                 return
             outputs = [o.address for o in result.outputs]
             conn.execute("DELETE FROM lineage_edges WHERE workflow_id = ? AND job = ?", [workflow_id, job])
@@ -155,10 +157,7 @@ class Runs:
                 conn.execute("INSERT INTO column_lineage SELECT unnest($1::VARCHAR[]), unnest($2::VARCHAR[]), "
                              "unnest($3::VARCHAR[]), unnest($4::VARCHAR[]), unnest($5::VARCHAR[]), "
                              "unnest($6::VARCHAR[]), unnest($7::VARCHAR[])", [list(c) for c in zip(*col_edges)])
-            for c in result.checks:
-                conn.execute("INSERT INTO quality_results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                             [run_id, job, c.dataset, c.name, c.check, c.severity, c.passed, c.failing_rows,
-                              json.dumps(c.sample, default=str), c.message, json.dumps(c.columns), t])
+            self._insert_checks(conn, run_id, job, result.checks, t)
             for address, stats in result.profiles.items():
                 conn.execute("DELETE FROM column_profiles WHERE address = ?", [address])
                 for s in stats:
@@ -174,6 +173,13 @@ class Runs:
                                   "tags": sorted(set(inherited.get(o.address, {}).get(n, ()))
                                                  | set((column_tags or {}).get(o.address, {}).get(n, ())))}
                                  for n, ty in o.columns]} for o in result.outputs])
+
+    @staticmethod
+    def _insert_checks(conn, run_id: str, job: str, checks, t: str) -> None:
+        for c in checks or ():
+            conn.execute("INSERT INTO quality_results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                         [run_id, job, c.dataset, c.name, c.check, c.severity, c.passed, c.failing_rows,
+                          json.dumps(c.sample, default=str), c.message, json.dumps(c.columns), t])
 
     def forget_workflow(self, workflow_id: str) -> None:
         with self._tx() as (conn, _):

@@ -296,3 +296,25 @@ def test_logs_follow_a_running_workflow(git_repo, state_dir):
         for p in (applying, follower):
             if p is not None and p.poll() is None:
                 p.kill()
+
+
+def test_a_failed_quality_job_still_records_its_failing_checks(git_repo, state_dir):
+    """Quality SLOs count failures: a check that failed the job must be in the catalog, not only in the log."""
+    dag = """    - name: clean
+      stack: sql
+      spec:
+        inputs: [{name: raw, dataset: "depot://raw/transactions"}]
+        steps: [{name: s, sql: "SELECT * FROM raw"}]
+        outputs: [{from: s, dataset: "lake://payments/checked"}]
+    - name: checks
+      stack: quality
+      depends_on: [clean]
+      spec: {dataset: "lake://payments/checked", checks: [{row_count: {min: 1000000}}, {not_null: [id]}]}
+"""
+    git_repo.commit(repos.basic(**{"workflows/q.yaml": workflow_doc(dag, name="q")}))
+    assert apply(git_repo, state_dir).code == 1
+    r = run_cli("get", "catalog", "lake://payments/checked", "--state-dir", state_dir, "-o", "json")
+    assert r.code == 0, r
+    (ds,) = r.json["datasets"]
+    got = {q["check_type"]: q["passed"] for q in ds["quality"]}
+    assert got == {"row_count": False, "not_null": True}, ds["quality"]

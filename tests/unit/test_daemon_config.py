@@ -50,7 +50,8 @@ users:
   alice: {groups: [eu-analysts], token_file: /etc/reconciler/tokens/alice}
   bob: {groups: [], token_env: BOB_TOKEN}
 groups:
-  eu-analysts: {workspaces: [eu]}
+  eu-analysts: {description: EU analysts}
+  platform: {admin: true}
 drift_interval: 1h30m
 """
 
@@ -70,7 +71,8 @@ def test_a_full_config_is_read_with_every_key(tmp_path):
     assert c.openlineage.transport == "http" and c.openlineage.url == "http://127.0.0.1:5000"
     assert c.users["alice"] == UserConfig(groups=["eu-analysts"], token_file=Path("/etc/reconciler/tokens/alice"))
     assert c.users["bob"].token_env == "BOB_TOKEN" and c.users["bob"].token_file is None
-    assert c.groups == {"eu-analysts": {"workspaces": ["eu"]}}
+    assert c.groups["eu-analysts"].description == "EU analysts" and not c.groups["eu-analysts"].admin
+    assert c.groups["platform"].admin
     assert c.wants_preview("feature/x") and c.wants_preview("fix-1")
     assert not c.wants_preview("other") and not c.wants_preview("main")
 
@@ -85,7 +87,7 @@ def test_defaults_bind_to_loopback_and_need_only_a_repo(tmp_path):
     assert c.listen == "127.0.0.1:8080" and c.host == "127.0.0.1"
     assert c.api_token_file is None and c.webhook_secret_file is None
     assert c.openlineage.transport == "none"
-    assert c.users == {} and c.groups is None
+    assert c.users == {} and c.groups == {}
     assert not c.wants_preview("reconciler/status")
 
 
@@ -274,3 +276,12 @@ def test_token_values_never_appear_in_messages_or_reprs(tmp_path):
     ok = load_config(write(tmp_path, f"repo: r\nopenlineage: {{url: 'http://x', api_key: {SECRET}}}\n", "ok.yaml"), {})
     assert SECRET not in repr(ok) and SECRET not in str(ok)
     assert ok.openlineage.api_key == SECRET
+
+
+def test_a_group_with_a_misspelt_or_mistyped_key_is_named(tmp_path):
+    path = write(tmp_path, "repo: r\ngroups:\n  platform: {admn: true}\n  ops: {admin: 'yes'}\n")
+    with pytest.raises(UserError) as e:
+        load_config(path, {})
+    text = "\n".join(d.message for d in e.value.diagnostics)
+    assert "groups.platform.admn" in text and "did you mean 'admin'?" in text, text
+    assert "groups.ops.admin" in text, text
