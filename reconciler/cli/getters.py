@@ -334,3 +334,135 @@ def show_logs(state_dir: Path, workflow: str, workspace: str | None, run_id: str
         status = json.loads((run_dir / "run.json").read_text())
         out.line(f"run {run_dir.name} {status['status']}: {status['message']}")
     return 0
+
+
+# -- data products ---------------------------------------------------------------------------
+def _from_daemon(state_dir: Path, path: str):
+    """JSON from the API of the daemon that owns `state_dir` (it holds the state database during a
+    reconcile), or None when no daemon answers."""
+    import os
+    import urllib.error
+    import urllib.request
+
+    try:
+        info = json.loads((Path(state_dir) / "daemon.json").read_text())
+        os.kill(int(info["pid"]), 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    headers = {}
+    if info.get("token_file"):
+        from reconciler.daemon.config import read_secret_file
+
+        headers["Authorization"] = f"Bearer {read_secret_file(info['token_file'])}"
+    request = urllib.request.Request(info["url"].rstrip("/") + "/api/v1" + path, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return json.loads(answer.read())
+    except urllib.error.HTTPError as e:
+        if e.code == 404:
+            try:
+                detail = json.loads(e.read()).get("detail")
+            except (ValueError, AttributeError, OSError):
+                detail = None
+            raise UserError(detail or f"not found: {path}") from None
+        return None
+    except (OSError, ValueError):
+        return None
+
+
+def _product_read(state_dir: Path, read, api_path: str):
+    """read(store) over the state, or the daemon's answer while its reconcile holds the state."""
+    from reconciler.store.state import StateStore
+
+    try:
+        store = StateStore.open(Path(state_dir), read_only=True)
+    except UserError:
+        answer = _from_daemon(state_dir, api_path)
+        if answer is None:
+            raise
+        return answer
+    with store:
+        return read(store)
+
+
+def get_dataproduct(state_dir: Path, name: str | None, output: str) -> int:
+    """`get dataproduct [NAME] [-o table|json|yaml|odcs|odps]`."""
+    from urllib.parse import quote
+
+    from reconciler.products import view
+
+    if output in view.EXPORT_FORMATS:
+        if not name:
+            raise UserError(f"-o {output} exports one data product: `reconciler get dataproduct NAME -o {output}`")
+        doc = _product_read(state_dir, lambda s: view.export_dataproduct(s, name, output),
+                            f"/dataproducts/{quote(name, safe='')}/{output}")
+        import yaml
+
+        # the Bitol standards are YAML-native: YAML, through JSON so that no anchors or tags appear
+        sys.stdout.write(yaml.dump(json.loads(json.dumps(doc, default=str)), Dumper=yaml.CSafeDumper,
+                                   sort_keys=False, allow_unicode=True, default_flow_style=False))
+        return 0
+    if not name:
+        rows = _product_read(state_dir, view.dataproducts_summary, "/dataproducts")
+        if output in ("json", "yaml"):
+            _dump(rows, output)
+            return 0
+        from reconciler.cli.render import table
+
+        table(_out(), ["DATAPRODUCT", "DOMAIN", "OWNER", "HEALTH", "SLOS MET", "DETAIL"],
+              [[r["name"], r.get("domain") or "-", r.get("owner") or "-", r["health"],
+                f"{r['slos_ok']}/{r['slos']}", (r.get("health_detail") or "")[:90]] for r in rows],
+              empty=f"No data products recorded in {state_dir}.")
+        return 0
+    product = _product_read(state_dir, lambda s: view.dataproduct_view(s, name),
+                            f"/dataproducts/{quote(name, safe='')}")
+    if output in ("json", "yaml"):
+        _dump(product, output)
+        return 0
+    _print_dataproduct(product)
+    return 0
+
+
+_HEALTH_STYLE = {"Healthy": "green", "Degraded": "yellow", "Failed": "red"}
+
+
+def _print_dataproduct(p: dict) -> None:
+    from reconciler.cli.render import table
+
+    out = _out()
+    out.line(f"{p['name']}  (domain {p.get('domain') or '-'}, owner {p.get('owner') or '-'})", "bold")
+    if p.get("description"):
+        out.line(p["description"])
+    out.line(f"health: {p['health']}: {p.get('health_detail') or ''}", _HEALTH_STYLE.get(p["health"]))
+    out.line(f"phase: {p.get('phase') or '-'}, commit {(p.get('commit') or 'worktree')[:8]}, "
+             f"evaluated at {p.get('evaluated_at')}")
+    if p.get("recorded"):
+        r = p["recorded"]
+        out.line(f"daemon's last evaluation: {r['state']} at {r['at']}")
+    for title, ports in (("Input ports", p["inputs"]), ("Output ports", p["outputs"])):
+        out.line()
+        out.line(f"{title} ({len(ports)})", "bold")
+        for port in ports:
+            rows = "-" if port.get("row_count") is None else port["row_count"]
+            seen = "written" if port.get("kind") == "lake" else "introspected"
+            where = f"{rows} rows, {seen} {age(port.get('updated_at'))} ago" if port["in_catalog"] \
+                else "not in the catalog yet"
+            out.line(f"  {port['name']}: {port['dataset']}  ({where})")
+            if port["columns"]:
+                table(out, ["COLUMN", "TYPE", "TAGS"],
+                      [[c["name"], c.get("type") or "-", ",".join(c.get("tags") or [])] for c in port["columns"]])
+    out.line()
+    out.line(f"Resources ({len(p['resources'])})", "bold")
+    table(out, ["RESOURCE", "PHASE", "MESSAGE"], [[r["id"], r["phase"], (r.get("message") or "")[:80]]
+                                                  for r in p["resources"]], empty="No member resources recorded.")
+    out.line()
+    out.line("Lineage", "bold")
+    if not p["lineage"]:
+        out.line("No lineage recorded yet (run the product's workflows).")
+    for e in p["lineage"]:
+        out.line(f"  {e['source']} -> {e['target']}  ({e['workflow_id']}, job {e['job']})")
+    out.line()
+    out.line(f"SLOs ({len(p['slos'])})", "bold")
+    table(out, ["SLO", "KIND", "VALUE", "TARGET", "OK", "DETAIL"],
+          [[s["name"], s["kind"], s["value_text"], s["target_text"], "yes" if s["ok"] else "BREACHED",
+            s["detail"][:100]] for s in p["slos"]], empty="No SLOs declared.")

@@ -158,6 +158,36 @@ def api_router(daemon) -> APIRouter:
                 raise _not_found(e) from None
         return graph.to_json(direction)
 
+    # -- data products ---------------------------------------------------------------------
+    @router.get("/dataproducts", summary="Data products with their health and SLOs met", tags=["dataproducts"])
+    def dataproducts() -> list[dict]:
+        from reconciler.products.view import dataproducts_summary
+
+        with store() as s:
+            return dataproducts_summary(s)
+
+    @router.get("/dataproducts/{name}", summary="One data product: ports with schemas, resources, lineage, SLOs",
+                tags=["dataproducts"])
+    def dataproduct(name: str) -> dict:
+        from reconciler.products.view import dataproduct_view
+
+        with store() as s:
+            try:
+                return dataproduct_view(s, name)
+            except UserError as e:
+                raise _not_found(e) from None
+
+    @router.get("/dataproducts/{name}/{fmt}", summary="A data product as an ODCS contract or an ODPS document",
+                tags=["dataproducts"])
+    def dataproduct_export(name: str, fmt: Literal["odcs", "odps"]) -> dict:
+        from reconciler.products.view import export_dataproduct
+
+        with store() as s:
+            try:
+                return export_dataproduct(s, name, fmt)
+            except UserError as e:
+                raise _not_found(e) from None
+
     # -- the daemon's own view ---------------------------------------------------------------
     @router.get("/plans", summary="The last reconcile and the plan previews of preview branches", tags=["daemon"])
     def plans() -> dict:

@@ -142,6 +142,7 @@ class DaemonConfig(BaseModel):
     users: dict[str, UserConfig] = Field(default_factory=dict)
     groups: dict[str, GroupConfig] = Field(default_factory=dict)
     drift_interval: Duration = 300.0
+    slo_interval: Duration = 60.0  # how often data products' SLOs are evaluated (also after every reconcile)
 
     @field_validator("repo")
     @classmethod

@@ -19,8 +19,41 @@ class Metrics:
                                  registry=self.registry)
         self.drifted = Gauge("reconciler_drifted_resources", "Resources whose observed state drifted",
                              registry=self.registry)
+        self.dataproduct_health = Gauge("reconciler_dataproduct_health",
+                                        "1 for a data product's current health state (Healthy, Degraded, Failed)",
+                                        ["product", "state"], registry=self.registry)
+        self.slo_ok = Gauge("reconciler_slo_ok", "1 while a data product's SLO is met, 0 while it is breached",
+                            ["product", "slo"], registry=self.registry)
+        self.slo_value = Gauge("reconciler_slo_value", "An SLO's measured value: age in seconds (freshness) or a "
+                               "fraction (quality, availability); absent without data", ["product", "slo", "kind"],
+                               registry=self.registry)
+        self._product_labels: dict = {}  # gauge -> label tuples set by the last set_products
         self.webhooks = Counter("reconciler_webhook_deliveries", "Webhook deliveries by result", ["result"],
                                 registry=self.registry)
+
+    def set_products(self, statuses) -> None:
+        """Set the data product gauges from one evaluation (ProductStatus values). A deleted product or SLO
+        is removed instead of keeping its last value; the others are overwritten in place, so a scrape
+        never sees them missing."""
+        from reconciler.products.slo import STATES
+
+        seen: dict = {self.dataproduct_health: set(), self.slo_ok: set(), self.slo_value: set()}
+
+        def put(gauge, labels: tuple, value: float) -> None:
+            gauge.labels(*labels).set(value)
+            seen[gauge].add(labels)
+
+        for status in statuses:
+            for state in STATES:
+                put(self.dataproduct_health, (status.name, state), 1 if status.state == state else 0)
+            for r in status.slos:
+                put(self.slo_ok, (status.name, r.slo), 1 if r.ok else 0)
+                if r.value is not None:
+                    put(self.slo_value, (status.name, r.slo, r.kind), r.value)
+        for gauge, labels in seen.items():
+            for stale in self._product_labels.get(gauge, set()) - labels:
+                gauge.remove(*stale)
+        self._product_labels = seen
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

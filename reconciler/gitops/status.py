@@ -99,9 +99,25 @@ def _error_line(d: dict) -> str:
     return f"{place}: {text}" if place else text
 
 
+def _products_markdown(products: list[dict]) -> list[str]:
+    """One row per SLO (product and health on each, so a row reads on its own)."""
+    lines = [f"## Data products ({len(products)})", "",
+             "| product | health | slo | value | target | ok | detail |", "|---|---|---|---|---|---|---|"]
+    for p in sorted(products, key=lambda p: p["name"]):
+        head = f"| `{p['name']}` | {p['state']} |"
+        if not p.get("slos"):
+            lines.append(f"{head} - | - | - | - | {_cell(p.get('detail'))} |")
+        for s in p.get("slos") or ():
+            lines.append(f"{head} `{s['name']}` ({s['kind']}) | {_cell(s.get('value_text'), 30)} | "
+                         f"{_cell(s.get('target_text'), 30)} | {'yes' if s['ok'] else '**breached**'} | "
+                         f"{_cell(s.get('detail'))} |")
+    return lines + [""]
+
+
 def status_markdown(records: list[Record], runs: dict[str, dict] | None, source_commit: str | None,
                     errors: list[dict] | None = None, held: str | None = None,
-                    drift: dict[str, str] | None = None) -> str:
+                    drift: dict[str, str] | None = None, products: list[dict] | None = None) -> str:
+    """`products`: the data products' health as the SLO evaluation found it (ProductStatus.to_json())."""
     rows = sorted(records, key=lambda r: r.id)
     counts: dict[str, int] = {}
     for r in rows:
@@ -119,6 +135,8 @@ def status_markdown(records: list[Record], runs: dict[str, dict] | None, source_
         lines += [f"## Drift ({len(drift)})", "", "| resource | drift |", "|---|---|"]
         lines += [f"| `{rid}` | {_cell(drift[rid])} |" for rid in sorted(drift)]
         lines.append("")
+    if products:
+        lines += _products_markdown(products)
     if not rows:
         lines.append("No resources.")
         return "\n".join(lines) + "\n"
@@ -134,9 +152,9 @@ def status_markdown(records: list[Record], runs: dict[str, dict] | None, source_
 
 def status_files(records: list[Record], runs: dict[str, dict] | None, source_commit: str | None,
                  errors: list[dict] | None = None, held: str | None = None,
-                 drift: dict[str, str] | None = None) -> dict[str, bytes]:
+                 drift: dict[str, str] | None = None, products: list[dict] | None = None) -> dict[str, bytes]:
     """`STATUS.md` and one `status/<type>/<workspace or _>/<name>.yaml` per record (never plans/)."""
-    files = {"STATUS.md": status_markdown(records, runs, source_commit, errors, held, drift).encode()}
+    files = {"STATUS.md": status_markdown(records, runs, source_commit, errors, held, drift, products).encode()}
     for r in records:
         files[status_path(r)] = _status_yaml(r, runs, drift)
     return files

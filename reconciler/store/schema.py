@@ -157,6 +157,32 @@ MIGRATIONS: list[str] = [
     ALTER TABLE datasets ADD COLUMN IF NOT EXISTS owner VARCHAR;
     ALTER TABLE datasets ADD COLUMN IF NOT EXISTS last_run VARCHAR;
     """,
+    # 3: data products' measured side: service probes, SLO results, each product's health
+    """
+    CREATE TABLE IF NOT EXISTS service_checks (
+        service_id VARCHAR NOT NULL,
+        "at" VARCHAR NOT NULL,
+        ok BOOLEAN,
+        status INTEGER,
+        detail VARCHAR
+    );
+    CREATE TABLE IF NOT EXISTS slo_results (
+        product VARCHAR NOT NULL,
+        slo VARCHAR NOT NULL,
+        kind VARCHAR,
+        value DOUBLE,
+        target DOUBLE,
+        ok BOOLEAN,
+        detail VARCHAR,
+        "at" VARCHAR NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS dataproduct_health (
+        product VARCHAR PRIMARY KEY,
+        state VARCHAR NOT NULL,
+        detail VARCHAR,
+        "at" VARCHAR
+    );
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

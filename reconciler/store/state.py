@@ -33,6 +33,7 @@ from reconciler.core.record import APPLYING, DELETING, READY, Record
 from reconciler.core.resource import Resource
 from reconciler.core.loader import gc_paused
 from reconciler.store.catalog import Catalog
+from reconciler.store.products import Products
 from reconciler.store.runs import Runs
 from reconciler.store.schema import SCHEMA_VERSION, check_not_newer, migrate, schema_version
 
@@ -98,6 +99,7 @@ class StateStore:
         self.read_only = read_only
         self.catalog = Catalog(self)
         self.runs = Runs(self)
+        self.products = Products(self)
 
     # ---- opening -------------------------------------------------------------------------
 
