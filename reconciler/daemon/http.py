@@ -1,7 +1,8 @@
 """The daemon's HTTP endpoints (FastAPI on uvicorn, in a thread): health, readiness, metrics, webhook.
 
 Binds to loopback by default (the config's `listen`). `/api/v1` (api.py) is guarded
-by the API token when one is configured; these endpoints stay open.
+by the API token when one is configured; these endpoints stay open. The data routes under
+`/api/v1` (data_api.py: services, `/query`) have their own guard: user and service tokens.
 """
 from __future__ import annotations
 
@@ -49,8 +50,11 @@ def create_app(daemon) -> FastAPI:
         return Response(f'{{"result": "{reason}"}}', status_code=status, media_type="application/json")
 
     from reconciler.daemon.api import api_router
+    from reconciler.daemon.data_api import data_router
 
     app.include_router(api_router(daemon), prefix="/api/v1")
+    # a router of its own: its routes take user and service tokens, not api.py's API-token guard
+    app.include_router(data_router(daemon), prefix="/api/v1")
     return app
 
 

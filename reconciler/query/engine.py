@@ -20,6 +20,7 @@ import io
 import os
 import secrets
 import threading
+import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -89,6 +90,44 @@ class QueryResult:
         for r in self.rows:
             w.writerow(["" if v is None else v for v in r])
         return buf.getvalue()
+
+
+class _Watchdog:
+    """One thread interrupting every query past its deadline (a timer thread per query cost ~2 ms)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._active: dict[int, tuple[float, object]] = {}
+        self._next = 0
+        self._thread: threading.Thread | None = None
+
+    def watch(self, cursor, timeout: float) -> int:
+        with self._lock:
+            self._next += 1
+            self._active[self._next] = (time.monotonic() + timeout, cursor)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="query-watchdog", daemon=True)
+                self._thread.start()
+            return self._next
+
+    def done(self, ticket: int) -> None:
+        with self._lock:
+            self._active.pop(ticket, None)
+
+    def _loop(self) -> None:
+        while True:
+            time.sleep(0.2)
+            now = time.monotonic()
+            with self._lock:
+                due = [(t, c) for t, (d, c) in self._active.items() if d <= now]
+                for t, c in due:
+                    try:
+                        c.interrupt()
+                    except Exception:  # the cursor finished and closed in between
+                        pass
+
+
+_WATCHDOG = _Watchdog()
 
 
 def _stamp(path: Path) -> tuple:
@@ -268,14 +307,13 @@ class QueryEngine:
         try:
             with db.reader.use():
                 cur = db.con.cursor()
-                timer = threading.Timer(self.timeout, cur.interrupt)
-                timer.start()
+                ticket = _WATCHDOG.watch(cur, self.timeout)
                 try:
                     rel = cur.execute(wrapped, params or None)
                     rows = rel.fetchall()
                     desc = rel.description or []
                 finally:
-                    timer.cancel()
+                    _WATCHDOG.done(ticket)
                     cur.close()
         except lakegate.LakeBusyError as exc:
             raise LakeBusy(str(exc), hint="retry in a few seconds") from None
@@ -290,12 +328,14 @@ class QueryEngine:
 
     def dataset_sql(self, name: str, columns: list[str] | None = None,
                     where: dict[str, str] | None = None) -> tuple[str, dict]:
-        """A SELECT over one dataset for services: chosen columns, equality filters as parameters,
-        rows in a stable order (every column, so pages never overlap)."""
+        """A SELECT over one dataset for services: chosen columns, equality filters as parameters.
+        Rows come in the table's insertion order, which DuckDB keeps for a plain scan
+        (`preserve_insertion_order`, on by default and locked here): pages are stable until a workflow
+        rewrites the table, without sorting the whole dataset for every page."""
         cols = ", ".join(ident(c) for c in columns) if columns else "*"
         params, conds = {}, []
         for i, (col, value) in enumerate(sorted((where or {}).items())):
             params[f"p{i}"] = value
             conds.append(f"CAST({ident(col)} AS VARCHAR) = $p{i}")
         sql = f"SELECT {cols} FROM {ident(name)}" + (f" WHERE {' AND '.join(conds)}" if conds else "")
-        return sql + " ORDER BY ALL", params
+        return sql, params

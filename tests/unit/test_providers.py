@@ -359,8 +359,7 @@ def test_resolve_secret_uses_the_given_workspace_then_the_default(ctx):
 # ---- recorded-only types ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("type_,workspace", [("policy", None), ("stack", None), ("operator", None),
-                                             ("service", "ws")])
+@pytest.mark.parametrize("type_,workspace", [("policy", None), ("stack", None), ("operator", None)])
 def test_recorded_types_apply_and_delete(ctx, type_, workspace):
     r = resource(type_, "thing", {}, workspace=workspace)
     outcome = applied(ctx, r)

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from reconciler.core.resource import Ref
 
@@ -12,6 +12,25 @@ from .common import Dataset, Identifier, Model, Name, Text, WorkspaceHeader, dup
 
 ParamType = Literal["string", "int", "float", "bool", "date"]
 _PARAM_USE = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
+_CONSUMER = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,62}$")
+
+
+def _check_consumer(value: str) -> str:
+    if not _CONSUMER.match(value):
+        raise ValueError(f"'{value}' is not a valid consumer name: it is the user name policies see, so start "
+                         "with a letter and use letters, digits, '_', '-' or '.' (at most 63 characters)")
+    return value
+
+
+ConsumerName = Annotated[str, AfterValidator(_check_consumer)]
+
+
+class ServiceToken(Model):
+    """A bearer token for one consumer of this service; the request then acts as user `name` (no groups)."""
+
+    label = "token"
+    name: ConsumerName
+    secret: Name  # a `type: secret` in the service's workspace holds the token's value
 
 
 class ServiceDataset(Model):
@@ -40,6 +59,7 @@ class ServiceSection(Model):
     datasets: list[ServiceDataset] = Field(default_factory=list)
     queries: list[ServiceQuery] = Field(default_factory=list)
     formats: list[Literal["json", "csv"]] = Field(default_factory=lambda: ["json", "csv"], min_length=1)
+    tokens: list[ServiceToken] = Field(default_factory=list)
 
     @field_validator("formats")
     @classmethod
@@ -52,6 +72,7 @@ class ServiceSection(Model):
     def _names(self) -> "ServiceSection":
         errors = duplicates(((("datasets", i, "name"), d.name) for i, d in enumerate(self.datasets)), "dataset")
         errors += duplicates(((("queries", i, "name"), q.name) for i, q in enumerate(self.queries)), "query")
+        errors += duplicates(((("tokens", i, "name"), t.name) for i, t in enumerate(self.tokens)), "token")
         if not self.datasets and not self.queries:
             errors.append(((), "the service exposes nothing; add datasets: [{name, dataset}] or queries: [...]"))
         if errors:
@@ -64,5 +85,8 @@ class ServiceDocument(WorkspaceHeader):
     service: ServiceSection
 
     def section_refs(self) -> list[Ref]:
-        return [Ref("read", d.dataset, ("service", "datasets", i, "dataset"))
-                for i, d in enumerate(self.service.datasets)]
+        reads = [Ref("read", d.dataset, ("service", "datasets", i, "dataset"))
+                 for i, d in enumerate(self.service.datasets)]
+        # a token's secret resolves in the service's own workspace, like `{secret: NAME}` elsewhere
+        return reads + [Ref("secret", t.secret, ("service", "tokens", i, "secret"))
+                        for i, t in enumerate(self.service.tokens)]
