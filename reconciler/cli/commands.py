@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from reconciler.cli.main import cli, make_target, target_options
+from reconciler.cli.main import cli, config_option, make_target, target_options
 from reconciler.core.diagnostics import UserError
 
 OUTPUT = click.option("-o", "--output", "output", type=click.Choice(["text", "json"]), default="text",
@@ -47,12 +47,13 @@ def init(directory: Path, template: str, name: str):
 # -- validate --------------------------------------------------------------------------------
 @cli.command()
 @target_options
+@config_option
 @OUTPUT
-def validate(repo, ref, state_dir, paths, output):
+def validate(repo, ref, state_dir, paths, config_file, output):
     """Parse, validate and resolve every artefact; print every error, not the first."""
     from reconciler.engine.operations import load_desired
 
-    target = make_target(repo, ref, state_dir, paths)
+    target = make_target(repo, ref, state_dir, paths, config_file)
     desired = load_desired(target)
     res = desired.resolution
     diags = desired.diagnostics
@@ -85,12 +86,14 @@ def validate(repo, ref, state_dir, paths, output):
 @click.option("--detailed-exitcode", is_flag=True, help="Exit 0 with no changes, 2 with changes, 1 on error.")
 @click.option("--max-prune", type=int, default=10, show_default=True, help="Hold plans deleting more resources than this.")
 @click.option("--allow-prune", is_flag=True, help="Do not hold a plan that deletes more than --max-prune resources.")
-def plan(repo, ref, state_dir, paths, base, output, out_file, detailed_exitcode, max_prune, allow_prune):
-    """Show the ordered actions that apply would take against the recorded state."""
+@config_option
+def plan(repo, ref, state_dir, paths, base, output, out_file, detailed_exitcode, max_prune, allow_prune, config_file):
+    """Show the ordered actions that apply would take against the recorded state, and who gains or loses
+    access to which datasets when policies change."""
     from reconciler.cli import render
     from reconciler.engine.operations import make_plan
 
-    target = make_target(repo, ref, state_dir, paths)
+    target = make_target(repo, ref, state_dir, paths, config_file)
     the_plan, diags = make_plan(target, base=base, max_prune=max_prune, allow_prune=allow_prune)
     errors = [d for d in diags if d.is_error]
     if output != "json":
@@ -247,7 +250,8 @@ TYPE_ALIASES = {
 @click.argument("kind", required=False)
 @click.argument("name", required=False)
 @click.option("-w", "--workspace", default=None, help="Only this workspace.")
-@click.option("-o", "--output", "output", type=click.Choice(["table", "yaml", "json"]), default="table", show_default=True)
+@click.option("-o", "--output", "output", type=click.Choice(["table", "yaml", "json", "odcs", "odps"]), default="table",
+              show_default=True, help="odcs and odps: `get dataproduct NAME` as an ODCS contract / ODPS product (YAML).")
 @click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
 @click.option("--run", "run_id", default=None, help="`get runs WORKFLOW`: show this run's jobs.")
 @click.option("--upstream", "direction", flag_value="upstream", help="`get lineage DATASET`: only what feeds it.")
@@ -255,11 +259,16 @@ TYPE_ALIASES = {
 def get(kind, name, workspace, output, state_dir, run_id, direction):
     """List resources with phase, health and applied commit.
 
-    Also: `get catalog [DATASET]`, `get runs WORKFLOW [--run ID]`, `get lineage DATASET [--upstream|--downstream]`.
+    Also: `get catalog [DATASET]`, `get runs WORKFLOW [--run ID]`, `get lineage DATASET [--upstream|--downstream]`,
+    `get dataproduct [NAME] [-o odcs|odps]` (ports, resources, lineage, SLOs and health).
     """
     from reconciler.cli import getters
 
     target = make_target(".", None, state_dir, ())
+    if kind is not None and TYPE_ALIASES.get(kind.lower(), kind.lower()) == "dataproduct":
+        return getters.get_dataproduct(target.state_dir, name, output)
+    if output in ("odcs", "odps"):
+        raise UserError(f"-o {output} exports a data product: `reconciler get dataproduct NAME -o {output}`")
     if kind == "catalog":
         return getters.get_catalog(target.state_dir, name, workspace, output)
     if kind == "runs":

@@ -27,12 +27,24 @@ def target_options(f):
     return f
 
 
-def make_target(repo, ref, state_dir, paths):
+def config_option(f):
+    """`--config`: the instance's reconciler.yaml, whose users and groups policies are checked against."""
+    return click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                        envvar="RECONCILER_CONFIG", show_envvar=True,
+                        help="The instance config (reconciler.yaml): policies naming users or groups it does not "
+                             "know are errors, and plan's access diff reports on each of its users.")(f)
+
+
+def make_target(repo, ref, state_dir, paths, config_file=None):
     from reconciler.engine.operations import Target
 
     t = Target(repo=repo, ref=ref, paths=list(paths) or None)
     if state_dir is not None:
         t.state_dir = Path(state_dir).absolute()
+    if config_file is not None:
+        from reconciler.engine.access_plan import InstanceSubjects
+
+        t.subjects = InstanceSubjects.load(config_file)
     return t
 
 

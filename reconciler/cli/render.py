@@ -99,10 +99,42 @@ def plan_text(out: Out, plan: Plan) -> None:
                 out.line(f"        - {c.path}: {before}", "red")
             else:
                 out.line(f"        ~ {c.path}: {before} -> {after}", "yellow")
+    if plan.access:
+        access_text(out, plan.access)
     out.line()
     out.line(summary_line(plan), "bold")
     if plan.held:
         out.line(f"Held: {plan.held}", "red")
+
+
+# -- access diff -----------------------------------------------------------------------------
+ACCESS_SYMBOLS = {"gain": "+", "lose": "-", "mask+": "~", "mask-": "~", "filter": "~"}
+ACCESS_COLOURS = {"+": "green", "-": "red", "~": "yellow"}
+MAX_ACCESS_LINES = 200  # in text and markdown; -o json always holds every change
+
+
+def access_text(out: Out, access: list[dict]) -> None:
+    """The "Access changes:" section: `+` gains, `-` losses, `~` masks and filters that change."""
+    out.line()
+    out.line("Access changes:")
+    width = min(max(len(c["subject"]) for c in access), 40)
+    for c in access[:MAX_ACCESS_LINES]:
+        symbol = ACCESS_SYMBOLS.get(c["change"], "~")
+        out.line(f"  {symbol} {c['subject']:<{width}}  {c['dataset']}: {c['detail']}", ACCESS_COLOURS[symbol])
+    if len(access) > MAX_ACCESS_LINES:
+        out.line(f"  ... and {len(access) - MAX_ACCESS_LINES} more access changes (`reconciler plan -o json` "
+                 f"lists them all)")
+
+
+def access_markdown(access: list[dict]) -> list[str]:
+    lines = ["", f"#### Access changes ({len(access)})", "",
+             "| | subject | dataset | change |", "|---|---|---|---|"]
+    for c in access[:MAX_ACCESS_LINES]:
+        detail = c["detail"].replace("|", "\\|").replace("\n", " ")
+        lines.append(f"| `{ACCESS_SYMBOLS.get(c['change'], '~')}` | `{c['subject']}` | `{c['dataset']}` | {detail} |")
+    if len(access) > MAX_ACCESS_LINES:
+        lines += ["", f"... and {len(access) - MAX_ACCESS_LINES} more; the plan's JSON lists them all."]
+    return lines
 
 
 MAX_MARKDOWN = 65_000
@@ -124,6 +156,8 @@ def plan_markdown(plan: Plan, title: str | None = None) -> str:
     lines += ["| | resource | reason |", "|---|---|---|"]
     for a in plan.actions:
         lines.append(f"| `{a.symbol}` | `{a.id}` | {a.reason.replace('|', '/')} |")
+    if plan.access:
+        lines += access_markdown(plan.access)
     detailed = [a for a in plan.actions if a.changes]
     if detailed:
         lines += ["", "<details><summary>Field-level changes</summary>", "", "```diff"]

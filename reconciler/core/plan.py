@@ -79,6 +79,10 @@ class Plan:
     created_at: str = ""
     # ids in dependency order of everything desired, for the engine's ordering and Blocked propagation
     order: list[str] = field(default_factory=list)
+    # who gains or loses access to which datasets when the plan applies ({subject, dataset, change, detail});
+    # only computed for plans that touch a policy (engine/access_plan.py). Shown to reviewers, never
+    # executed: apply ignores it and a saved plan's staleness is decided by commit and state serial alone.
+    access: list[dict] = field(default_factory=list)
     # in-process only (never serialised): what the plan was made from, so that apply can remember the
     # plan that follows it (see engine/operations.py)
     origin: object = field(default=None, repr=False, compare=False)
@@ -101,7 +105,8 @@ class Plan:
         return {"format_version": FORMAT_VERSION, "commit": self.commit, "source": self.source,
                 "state_serial": self.state_serial, "base": self.base, "held": self.held,
                 "created_at": self.created_at, "summary": self.counts(), "order": self.order,
-                "diagnostics": self.diagnostics, "actions": [a.to_json() for a in self.actions]}
+                "diagnostics": self.diagnostics, "actions": [a.to_json() for a in self.actions],
+                "access": self.access}
 
     def dumps(self) -> str:
         return json.dumps(self.to_json(), indent=2, sort_keys=False, default=str)
@@ -113,4 +118,4 @@ class Plan:
         return cls(actions=[Action.from_json(a) for a in d.get("actions", [])], commit=d.get("commit"),
                    source=d.get("source", ""), state_serial=int(d.get("state_serial", 0)), base=d.get("base"),
                    held=d.get("held"), diagnostics=d.get("diagnostics", []), created_at=d.get("created_at", ""),
-                   order=d.get("order", []))
+                   order=d.get("order", []), access=d.get("access", []))

@@ -19,6 +19,8 @@ from reconciler.core.scopes import BUILTIN_STACKS, workspace_scoped
 BUNDLE_TYPES = ("bundle", "dataproduct")
 # types whose change reaches into other resources' validation (members, job spec schemas)
 RUNTIME_SHAPING = BUNDLE_TYPES + ("stack", "operator")
+# types whose change reaches into the policy checks (patterns against depots' datasets, overlaps between policies)
+POLICY_SHAPING = ("policy", "depot")
 
 
 @dataclass
@@ -83,8 +85,12 @@ def _suggest(word: str, candidates) -> str:
 
 class Resolver:
     def __init__(self, source: Source, locator: Locator, prior_ids=frozenset(),
-                 prior_specs: dict[str, dict] | None = None, parse_member=None, memo=None, blob_of=None):
+                 prior_specs: dict[str, dict] | None = None, parse_member=None, memo=None, blob_of=None,
+                 known_subjects: frozenset[str] | None = None):
         self.source = source
+        # users and groups of the instance config, when one is known: policies' subjects are checked against
+        # them (plus the repository's owner teams); None: no config, no subject check
+        self.known_subjects = known_subjects
         self.blob_of = blob_of  # path -> blob id of a repository file, for files that jobs reference
         self.memo = memo  # get(key) / put(key, Validated), e.g. the state dir's DocCache
         self.locator = locator
@@ -99,6 +105,10 @@ class Resolver:
         self._validated: dict[str, Validated] = {}  # id -> its validation result
         self._links: tuple = (set(), {})  # known ids and table writers of the last link
         self._by_file: dict[str, set[str]] | None = None  # file -> ids, built on the first update
+        # the last policy check: its errors, the policies they left out, the warnings it placed
+        self._policy_errors: frozenset = frozenset()
+        self._failed_policies: dict[str, Resource] = {}
+        self._policy_warnings: list[Diagnostic] = []
 
     # -- diagnostics -------------------------------------------------------------------------
     def _place(self, d: Diagnostic, doc: _Doc) -> Diagnostic:
@@ -297,6 +307,7 @@ class Resolver:
                            hint="one owner per table keeps lineage and freshness meaningful; use mode append or merge "
                                 "if several workflows feed it on purpose")
         bad = {rid for rid in list(self.out.resources) if not self._link_one(rid, known, writers)}
+        bad |= self._check_policies(known, writers)
         for rid in bad:
             self._drop(rid)
         self._order()
@@ -326,6 +337,73 @@ class Resolver:
             if not self._check_job_spec(r, js, doc):
                 ok = False
         return ok
+
+    # -- policies ------------------------------------------------------------------------------
+    def _check_policies(self, known: set[str], writers: dict) -> set[str]:
+        """Place the findings of core/policy_checks.py; the ids of policies with errors (kept at their last
+        applied state, like any resource whose references are wrong)."""
+        findings = self._policy_findings(known, writers)
+        bad = set()
+        for f in findings:
+            if f.severity == "error":
+                self._error(self._origin[f.policy_id], f.message, f.path, f.hint)
+                bad.add(f.policy_id)
+        self._policy_errors = _error_keys(findings)
+        self._failed_policies = {rid: self.out.resources[rid] for rid in bad}
+        self._place_policy_warnings(findings)
+        return bad
+
+    def _recheck_policies(self) -> bool:
+        """After an incremental update that changed what the policy checks see (a policy, a depot, an owner):
+        the warnings are placed again; False when any policy's errors changed, since dropping or restoring
+        a policy needs the whole resolve."""
+        known, writers = self._links
+        findings = self._policy_findings(known, writers, self._failed_policies.values())
+        if _error_keys(findings) != self._policy_errors:
+            return False
+        gone = {id(d) for d in self._policy_warnings}
+        self.out.diagnostics = [d for d in self.out.diagnostics if id(d) not in gone]
+        self._place_policy_warnings(findings)
+        return True
+
+    def _place_policy_warnings(self, findings) -> None:
+        start = len(self.out.diagnostics)
+        for f in findings:
+            if f.severity != "error":
+                self._warn(self._origin[f.policy_id], f.message, f.path, f.hint)
+        self._policy_warnings = self.out.diagnostics[start:]
+
+    def _policy_findings(self, known: set[str], writers: dict, failed=()) -> list:
+        from reconciler.core import policy_checks
+
+        policies = [r for r in self.out.resources.values() if r.type == "policy"] + list(failed)
+        if not policies:
+            return []
+        absent = {k.partition(":")[0] for k in known - set(self.out.resources)}  # invalid, or kept for a broken file
+        unsure = bool(absent & set(BUNDLE_TYPES))  # an invalid bundle's members are unknown
+        universe = policy_checks.DatasetUniverse.of(
+            self.out.resources.values(), writers, unsure_lake=unsure or "workflow" in absent,
+            unsure_depots=unsure or "depot" in absent)
+        subjects = None
+        if self.known_subjects is not None:
+            subjects = set(self.known_subjects) | {policy_checks.EVERYONE}
+            for r in self.out.resources.values():
+                subjects |= _subject_names(r.spec)
+        return policy_checks.check_policies(policies, universe, subjects, self._filter_problem)
+
+    def _filter_problem(self, text: str) -> str | None:
+        """policy_checks.filter_problem, remembered in the validation memo: the SQL parser is imported only
+        when a filter is new."""
+        from reconciler.core.policy_checks import FILTER_CHECK_VERSION, filter_problem
+
+        key = ("policy-filter", FILTER_CHECK_VERSION, text)
+        hit = self.memo.get(key) if self.memo is not None else None
+        if hit is not None:
+            return hit or None
+        problem = filter_problem(text)
+        if self.memo is not None:
+            self.memo.put(key, problem or "")
+        return problem
 
     # -- incremental update (the daemon's warm path) ---------------------------------------------
     def update(self, changed: dict) -> bool:
@@ -366,10 +444,16 @@ class Resolver:
         if set(new) != old_ids or count != len(new):  # ids appeared, vanished or now collide
             return False
         known, writers = self._links  # unchanged: the same ids and the same written tables
+        checked = self.known_subjects is not None
+        # whether the policy checks must run again: they see something new, or their warnings' file changed
+        recheck = any(d.file in paths for d in self._policy_warnings)
         for rid, (_, v) in new.items():
             old_writes, new_writes = _writes(self._validated[rid].refs), _writes(v.refs)
             if old_writes != new_writes or any(len(writers.get(t, ())) > 1 for t in new_writes):
                 return False
+            old_spec = self._validated[rid].spec
+            recheck |= old_spec["type"] in POLICY_SHAPING and old_spec != v.spec \
+                or _policy_facts(old_spec, checked) != _policy_facts(v.spec, checked)
         before = {rid: set(out.resources[rid].depends_on) for rid in old_ids}
         for rid in old_ids:
             del out.resources[rid], self._origin[rid], self._validated[rid]
@@ -380,6 +464,8 @@ class Resolver:
             if not self._link_one(rid, known, writers) or out.resources[rid].depends_on != before[rid]:
                 return False
             self._hash_files_of(out.resources[rid])
+        if recheck and not self._recheck_policies():
+            return False
         for p in paths:  # a document may have moved between the changed files
             self._by_file.pop(p, None)
         for rid in old_ids:
@@ -494,6 +580,31 @@ class Resolver:
                     self._drop(c)
 
 
+def _subject_names(spec: dict) -> set[str]:
+    """Subjects a resource makes known: its owner team, and a service's token consumers (they act as users)."""
+    out = {spec["owner"]} if isinstance(spec.get("owner"), str) else set()
+    section = spec.get("service") if spec.get("type") == "service" else None
+    for token in (section or {}).get("tokens") or ():
+        if isinstance(token, dict) and isinstance(token.get("name"), str):
+            out.add(token["name"])
+    return out
+
+
+def _error_keys(findings) -> frozenset:
+    return frozenset((f.policy_id, f.message, f.path, f.hint) for f in findings if f.severity == "error")
+
+
+def _policy_facts(spec: dict | None, subjects: bool) -> tuple:
+    """What the policy checks read from a resource: the subjects it makes known (when they are checked) and
+    whether it writes tables its spec does not declare."""
+    if not spec:
+        return ()
+    from reconciler.core.policy_checks import has_opaque_job
+
+    return (tuple(sorted(_subject_names(spec))) if subjects else (),
+            spec.get("type") == "workflow" and has_opaque_job(spec))
+
+
 def _writes(refs) -> list[str]:
     return sorted(r.target for r in refs if r.kind == "write")
 
@@ -511,6 +622,8 @@ def _has(raw_section, i) -> bool:
 
 
 def resolve(source: Source, locator: Locator, files: dict, documents: list[Document], prior_ids=frozenset(),
-            prior_specs=None, parse_member=None, memo=None, blob_of=None) -> Resolution:
-    return Resolver(source, locator, prior_ids, prior_specs, parse_member, memo, blob_of).resolve(files, documents)
+            prior_specs=None, parse_member=None, memo=None, blob_of=None,
+            known_subjects: frozenset[str] | None = None) -> Resolution:
+    return Resolver(source, locator, prior_ids, prior_specs, parse_member, memo, blob_of,
+                    known_subjects).resolve(files, documents)
 

@@ -56,6 +56,7 @@ class DaemonState:
     drift: dict[str, str] = field(default_factory=dict)  # resource id -> what drifted
     last_errors: list[dict] = field(default_factory=list)  # validation errors of the last reconciled commit
     last_held: str | None = None  # why deletes are held, if they are
+    products: list[dict] | None = None  # data products' health and SLOs as last evaluated (ProductStatus.to_json())
 
 
 class Daemon:
@@ -68,6 +69,9 @@ class Daemon:
         self.stop = threading.Event()
         self.due: set[str] = set()  # workflows whose schedule fired
         self.drift_wanted = False
+        self.slo_wanted = False  # the SLO schedule fired; every reconcile that applied or ran something evaluates too
+        self._slo_signature: dict | None = None  # product -> (health, SLOs met) of the last evaluation
+        self._http = None
         self._drift_queue: list[str] = []  # resources still to look at in the current drift pass
         self._drift_found: dict[str, str] = {}
         self.scheduler = None
@@ -75,7 +79,11 @@ class Daemon:
         self._preview_heads: dict[str, str] = {}  # preview branch -> the head last planned
         from reconciler.engine.warm import WarmPlanner
 
-        self.warm = WarmPlanner(self.state_dir, list(config.paths))
+        from reconciler.engine.access_plan import InstanceSubjects
+
+        # policies naming users or groups this instance does not know are errors; previews' access diffs list its users
+        self.subjects = InstanceSubjects.from_config(config)
+        self.warm = WarmPlanner(self.state_dir, list(config.paths), self.subjects.known_for_validation())
         self.state = DaemonState()
         from reconciler.daemon.config import read_secret_file
         from reconciler.daemon.metrics import Metrics
@@ -103,8 +111,10 @@ class Daemon:
                               kwargs={"reason": "poll"}, coalesce=True, max_instances=1)
             scheduler.add_job(self._drift_due, "interval", seconds=self.config.drift_interval, id="drift",
                               coalesce=True, max_instances=1)
+            scheduler.add_job(self._slo_due, "interval", seconds=self.config.slo_interval, id="slo",
+                              coalesce=True, max_instances=1)
             scheduler.start()
-            server = self._start_http()
+            server = self._http = self._start_http()
             self._announce()
             self.wake.set()  # the first sync at once
             try:
@@ -168,7 +178,7 @@ class Daemon:
     def _reconcile(self, force: bool) -> ReconcileResult:
         source = operations.open_source(self.target)  # a URL is fetched into its mirror here
         head = source.commit
-        self._run_due_workflows()
+        ran = self._run_due_workflows()
         drift_changed = False
         # a new head goes first; drift is looked for in slices between pushes, never in the way of one
         if self.drift_wanted and head == self.state.last_commit and not force:
@@ -178,6 +188,8 @@ class Daemon:
             drift_changed = self.state.drift != before
         if head == self.state.last_commit and not force:
             wrote = self._previews(source)
+            if self.slo_wanted or ran:
+                drift_changed |= self._evaluate_slos()  # a product's health or an SLO's verdict moved
             if drift_changed:  # the report changes even though the source did not
                 wrote += self._write_status(source, head, self.state.last_errors, self.state.last_held) is not None
             if wrote:
@@ -198,6 +210,7 @@ class Daemon:
             applied = sum(1 for r in outcome.results if r.phase in ("Ready", "Deleted"))
             failed = len(outcome.results) - applied
         self.state.last_errors, self.state.last_held = [d.to_json() for d in errors], held
+        self._evaluate_slos()  # after the apply and its workflow runs, before the report that shows them
         status_commit = self._write_status(source, head, self.state.last_errors, held)
         self._previews(source)
         self._push(source)
@@ -229,7 +242,7 @@ class Daemon:
             return None  # a plain folder has no branch to report on
         records, runs = self._records_and_runs()
         files = status_files(list(records.values()), runs, head, errors=errors, held=held,
-                             drift=self.state.drift or None)
+                             drift=self.state.drift or None, products=self.state.products)
         return self._status_branch(repo).write(files, f"Status of {self.config.branch} at {head}")
 
     def _status_branch(self, repo):
@@ -267,7 +280,7 @@ class Daemon:
             if heads.get(name) == tip:
                 continue
             target = operations.Target(repo=self.config.repo, ref=name, state_dir=self.state_dir,
-                                       paths=list(self.config.paths))
+                                       paths=list(self.config.paths), subjects=self.subjects)
             try:
                 plan, _ = operations.make_plan(target, max_prune=self.config.max_prune)
             except Exception as e:  # noqa: BLE001  one broken preview must not stop the others
@@ -323,6 +336,63 @@ class Daemon:
             log.warning("drift found: %s", drift)
         return drift
 
+    # -- data products' SLOs ----------------------------------------------------------------
+    def _slo_due(self) -> None:
+        self.slo_wanted = True
+        self.trigger("slo evaluation")
+
+    def own_url(self) -> str:
+        """Where this daemon's HTTP server answers (a wildcard listen address is reached on loopback)."""
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(self.config.host, self.config.host)
+        port = self.config.port
+        if port == 0 and self._http is not None:  # "pick a free port": ask the server which one it got
+            try:
+                port = self._http.server.servers[0].sockets[0].getsockname()[1]
+            except (AttributeError, IndexError):
+                pass
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+    def _evaluate_slos(self) -> bool:
+        """Probe the services that availability SLOs name, evaluate every product's SLOs and health, and
+        record both (slo_results, dataproduct_health, service_checks). Runs on the loop thread, the one
+        writer of the state. True when a product's health or an SLO's verdict changed since the last time."""
+        from datetime import datetime, timezone
+
+        from reconciler.products import slo
+        from reconciler.products.probe import probe_service
+        from reconciler.store.state import StateStore
+
+        self.slo_wanted = False
+        try:
+            with StateStore.open(self.state_dir, read_only=True) as store:
+                snapshot = slo.Snapshot.read(store)
+            # probed with the state closed: the health route reads the state and the lake itself
+            base = self.own_url()
+            checks = [probe_service(base, sid) for sid in snapshot.services()]
+            snapshot.add_probes(checks)
+            now = datetime.now(timezone.utc)
+            statuses = snapshot.evaluate(now)
+            if statuses or checks or self._slo_signature != {}:  # nothing to record, nor any stale health to drop
+                with StateStore.open(self.state_dir) as store:
+                    if checks:
+                        store.products.record_checks(checks, now)
+                    slo.record_evaluation(store, statuses, now)
+        except Exception as e:  # noqa: BLE001  a failed evaluation is retried at the next one; the loop goes on
+            from reconciler.core.diagnostics import UserError
+
+            log.warning("SLO evaluation failed: %s", e.message if isinstance(e, UserError) else e,
+                        exc_info=not isinstance(e, UserError))
+            return False
+        self.state.products = [s.to_json() for s in statuses]
+        self.metrics.set_products(statuses)
+        before = self._slo_signature or {}
+        signature = {s.name: (s.state, tuple((r.slo, r.ok) for r in s.slos)) for s in statuses}
+        self._slo_signature = signature
+        for s in statuses:
+            if signature[s.name] != before.get(s.name):
+                log.info("data product %s is %s: %s", s.name, s.state, s.detail)
+        return signature != before
+
     # -- workflow schedules ----------------------------------------------------------------
     def _sync_schedules(self) -> None:
         """One cron job per applied workflow with a schedule (timezone honoured); a fire queues a run."""
@@ -350,17 +420,21 @@ class Daemon:
         self.due.add(workflow_id)
         self.trigger(f"schedule {workflow_id}")
 
-    def _run_due_workflows(self) -> None:
+    def _run_due_workflows(self) -> int:
+        """Run the workflows whose schedule fired; how many ran."""
         from reconciler.core.ids import split_id
 
+        ran = 0
         while self.due:
             workflow_id = self.due.pop()
             _, ws, name = split_id(workflow_id)
             try:
                 outcome = operations.run_workflow(self.target, name, ws, trigger="schedule", stop=self.stop, lock=False)
+                ran += 1
                 log.info("scheduled run of %s: %s %s", workflow_id, outcome.status, outcome.message)
             except Exception as e:  # noqa: BLE001  a failed scheduled run is recorded; the daemon goes on
                 log.warning("scheduled run of %s failed: %s", workflow_id, e)
+        return ran
 
     def _records_and_runs(self):
         from reconciler.store.state import StateStore

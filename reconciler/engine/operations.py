@@ -20,6 +20,7 @@ from reconciler.core.record import Record
 
 if TYPE_CHECKING:  # pragma: no cover
     from reconciler.core.resolve import Resolution
+    from reconciler.engine.access_plan import InstanceSubjects
 
 
 @dataclass
@@ -32,6 +33,9 @@ class Target:
     paths: list[str] | None = None
     # read `repo` as the files are on disk, even inside a git work tree (`reconciler dev` sees unsaved-to-git edits)
     worktree: bool = False
+    # users and groups of the instance config (--config), when one is given: policies' subjects are validated
+    # against them and the access diff of a plan reports on each user
+    subjects: "InstanceSubjects | None" = None
 
     def __post_init__(self):
         # absolute: jobs run in subprocesses with other working directories and must find their files
@@ -100,7 +104,8 @@ def _load_desired(target: Target, source, cache, records) -> Desired:
 
     resolution = resolve(source, YamlLocator(source.read), result.files, result.documents,
                          prior_ids={k: r.file or "" for k, r in records.items()}, prior_specs={k: r.spec for k, r in records.items() if r.spec},
-                         parse_member=parse_member, memo=cache.validation_memo(), blob_of=blob_of)
+                         parse_member=parse_member, memo=cache.validation_memo(), blob_of=blob_of,
+                         known_subjects=target.subjects.known_for_validation() if target.subjects else None)
     # the loader's own diagnostics (ignore rules, limits) that belong to no loaded file
     file_diags = {id(d) for fr in result.files.values() for d in fr.diagnostics}
     resolution.diagnostics.extend(d for d in result.diagnostics if id(d) not in file_diags)
@@ -166,8 +171,10 @@ def make_plan(target: Target, *, base: str | None = None, max_prune: int = 10, a
 
     source = open_source(target)
     memo = PlanMemo(Path(target.state_dir))
-    key = None if base else memo.key(source, target.paths, Path(target.state_dir), max_prune=max_prune,
-                                     allow_prune=allow_prune, label=source_label(target))
+    options = dict(max_prune=max_prune, allow_prune=allow_prune, label=source_label(target))
+    if target.subjects is not None:  # they change the diagnostics and the access diff
+        options["subjects"] = target.subjects.key()
+    key = None if base else memo.key(source, target.paths, Path(target.state_dir), **options)
     hit = memo.get(key)
     if hit is not None:
         plan = Plan.from_json(hit)
@@ -184,11 +191,20 @@ def make_plan(target: Target, *, base: str | None = None, max_prune: int = 10, a
     plan = plan_(desired.resolution, records, commit=source.commit, source=source_label(target),
                  serial=serial, max_prune=max_prune, allow_prune=allow_prune, created_at=now_iso())
     plan.base = base
+    plan.access = _access(plan, records, desired.resolution, target)
     memo.put(key, plan.to_json())
     if not base:
-        plan.origin = (desired.resolution, dict(max_prune=max_prune, allow_prune=allow_prune,
-                                                label=source_label(target)))
+        plan.origin = (desired.resolution, options)
     return plan, desired.diagnostics
+
+
+def _access(plan: Plan, records: dict[str, Record], resolution: "Resolution", target: Target) -> list[dict]:
+    """The plan's access diff; nothing is imported or read for the plans (most) that touch no policy."""
+    if not any(a.type == "policy" for a in plan.actions):
+        return []
+    from reconciler.engine.access_plan import plan_access
+
+    return plan_access(plan, records, resolution.resources, Path(target.state_dir), target.subjects)
 
 
 def source_label(target: Target) -> str:
@@ -253,6 +269,7 @@ def _remember_next_plan(target: Target, plan: Plan, source, records: dict, seria
     resolution, options = plan.origin
     following = plan_(resolution, records, commit=plan.commit, source=plan.source, serial=serial,
                       max_prune=options["max_prune"], allow_prune=options["allow_prune"], created_at=now_iso())
+    following.access = _access(following, records, resolution, target)
     memo = PlanMemo(Path(target.state_dir))
     memo.put(memo.key(source, target.paths, Path(target.state_dir), **options), following.to_json())
 

@@ -23,8 +23,10 @@ from reconciler.store.doccache import DocCache
 
 
 class WarmPlanner:
-    def __init__(self, state_dir: Path, paths: list[str] | None = None):
+    def __init__(self, state_dir: Path, paths: list[str] | None = None,
+                 known_subjects: frozenset[str] | None = None):
         self.paths = paths
+        self.known_subjects = known_subjects  # the instance's users and groups, for policies' subjects
         self.cache = DocCache(Path(state_dir))
         self.source = None
         self.files: dict = {}
@@ -70,7 +72,7 @@ class WarmPlanner:
 
         return Resolver(source, YamlLocator(source.read), dict(prior),
                         prior_specs=None, parse_member=lambda p: parse_file(p, source.read(p), ""),
-                        memo=self.cache.validation_memo(), blob_of=blob_of)
+                        memo=self.cache.validation_memo(), blob_of=blob_of, known_subjects=self.known_subjects)
 
     def _full(self, source, prior) -> Resolution:
         self.full_resolves += 1
