@@ -338,36 +338,9 @@ def show_logs(state_dir: Path, workflow: str, workspace: str | None, run_id: str
 
 # -- data products ---------------------------------------------------------------------------
 def _from_daemon(state_dir: Path, path: str):
-    """JSON from the API of the daemon that owns `state_dir` (it holds the state database during a
-    reconcile), or None when no daemon answers."""
-    import os
-    import urllib.error
-    import urllib.request
+    from reconciler.engine.operations import from_daemon
 
-    try:
-        info = json.loads((Path(state_dir) / "daemon.json").read_text())
-        os.kill(int(info["pid"]), 0)
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    headers = {}
-    if info.get("token_file"):
-        from reconciler.daemon.config import read_secret_file
-
-        headers["Authorization"] = f"Bearer {read_secret_file(info['token_file'])}"
-    request = urllib.request.Request(info["url"].rstrip("/") + "/api/v1" + path, headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=10) as answer:
-            return json.loads(answer.read())
-    except urllib.error.HTTPError as e:
-        if e.code == 404:
-            try:
-                detail = json.loads(e.read()).get("detail")
-            except (ValueError, AttributeError, OSError):
-                detail = None
-            raise UserError(detail or f"not found: {path}") from None
-        return None
-    except (OSError, ValueError):
-        return None
+    return from_daemon(state_dir, path)
 
 
 def _product_read(state_dir: Path, read, api_path: str):

@@ -128,9 +128,11 @@ def read_records(state_dir: Path) -> tuple[dict[str, Record], int]:
         return records, 0
 
 
-def records_from_daemon(state_dir: Path) -> dict[str, Record] | None:
-    """Records as the daemon that owns `state_dir` serves them, or None when no daemon answers."""
+def from_daemon(state_dir: Path, path: str):
+    """JSON from `/api/v1{path}` of the daemon that owns `state_dir` (it holds the state database during
+    a reconcile), or None when no daemon answers. A 404 raises UserError with the daemon's reason."""
     import json
+    import urllib.error
     import urllib.request
 
     try:
@@ -143,11 +145,26 @@ def records_from_daemon(state_dir: Path) -> dict[str, Record] | None:
         from reconciler.daemon.config import read_secret_file
 
         headers["Authorization"] = f"Bearer {read_secret_file(info['token_file'])}"
-    request = urllib.request.Request(info["url"].rstrip("/") + "/api/v1/resources", headers=headers)
+    request = urllib.request.Request(info["url"].rstrip("/") + "/api/v1" + path, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=10) as answer:
-            rows = json.loads(answer.read())
+            return json.loads(answer.read())
+    except urllib.error.HTTPError as e:
+        if e.code == 404:
+            try:
+                detail = json.loads(e.read()).get("detail")
+            except (ValueError, AttributeError, OSError):
+                detail = None
+            raise UserError(detail or f"not found: {path}") from None
+        return None
     except (OSError, ValueError):
+        return None
+
+
+def records_from_daemon(state_dir: Path) -> dict[str, Record] | None:
+    """Records as the daemon that owns `state_dir` serves them, or None when no daemon answers."""
+    rows = from_daemon(state_dir, "/resources")
+    if rows is None:
         return None
     fields = set(Record.__dataclass_fields__)
     return {r["id"]: Record(**{k: v for k, v in r.items() if k in fields}) for r in rows}
