@@ -434,7 +434,8 @@ def write_output(cur, ctx: JobContext, address: str, select_sql: str, mode: str,
         else:
             written = _merge(cur, address, target, select_sql, keys)
         columns = describe_relation(cur, target)
-        total = cur.execute(f"SELECT count(*) FROM {target}").fetchall()[0][0]
+        # an overwrite's table holds exactly what was written; only append and merge need a count
+        total = written if mode == "overwrite" else cur.execute(f"SELECT count(*) FROM {target}").fetchall()[0][0]
         cur.commit()
     except BaseException as exc:
         try:

@@ -148,6 +148,19 @@ def _step_error(cur, name: str, sql: str) -> str | None:
     return None
 
 
+_LINEAGE_POOL = None
+
+
+def _in_background(fn, *args):
+    """fn(*args) on a small shared thread pool; .result() gives its value."""
+    global _LINEAGE_POOL
+    if _LINEAGE_POOL is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _LINEAGE_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="lineage")
+    return _LINEAGE_POOL.submit(fn, *args)
+
+
 class SqlStack:
     name = "sql"
 
@@ -224,18 +237,22 @@ class SqlStack:
             source, address = output["from"], output["dataset"]
             mode = output.get("mode") or "overwrite"
             started = time.monotonic()
+            # column lineage (sqlglot, pure Python) is worked out on another thread while DuckDB writes
+            # (it releases the GIL): it no longer adds its ~10 ms to every job
+            lineage = _in_background(column_lineage, steps, dict(inputs), source,
+                                     [c for c, _ in describe_relation(cur, ident(source))], schemas)
             try:
                 written = write_output(cur, ctx, address, f"SELECT * FROM {ident(source)}", mode,
                                        output.get("keys") or [])
             except DatasetError as exc:
+                lineage.result()
                 return fail(exc.message, exc.retryable)
             rows = written_rows(written)
             rows_out += rows
             result.outputs.append(written)
             ctx.log(f"output {address}: {rows} rows written ({mode}), {written.row_count} in the table, "
                     f"{time.monotonic() - started:.2f}s")
-            result.column_lineage[address] = column_lineage(
-                steps, dict(inputs), source, [column for column, _ in written.columns], schemas)
+            result.column_lineage[address] = lineage.result()
         result.rows_out = rows_out
         result.message = (f"{len(result.outputs)} output(s), {rows_out} rows written" if outputs
                           else f"{len(steps)} step(s) ran; no outputs")

@@ -128,11 +128,12 @@ class Runs:
     # ---- what a finished job found ---------------------------------------------------------
     def finish_job(self, run_id: str, workflow_id: str, job: str, result: "JobResult", *, attempts: int,
                    owner: str | None, workspace: str, tags: list[str],
-                   column_tags: dict[str, dict[str, list[str]]] | None = None) -> None:
+                   column_tags: dict[str, dict[str, list[str]]] | None = None, ended: str | None = None) -> None:
         """The job's final record and, when it succeeded, what it found (lineage edges, column lineage,
         quality results, profiles, the lake tables it wrote) in ONE transaction: a crash leaves either
-        all of it or a job to run again. Lineage of a job replaces what the same job recorded before."""
-        t = now()
+        all of it or a job to run again. Lineage of a job replaces what the same job recorded before.
+        `ended`: when the job really ended (it may be recorded a little later, in a group commit)."""
+        t = ended or now()
         with self._tx() as (conn, _):
             conn.execute('UPDATE jobs SET status = ?, attempts = ?, ended_at = ?, rows_in = ?, rows_out = ?, '
                          'message = ?, external_id = ? WHERE run_id = ? AND job = ?',

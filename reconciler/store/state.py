@@ -95,6 +95,7 @@ class StateStore:
     def __init__(self, conn: duckdb.DuckDBPyConnection, state_dir: Path, read_only: bool):
         self._conn = conn
         self._lock = threading.RLock()
+        self._batching = False  # inside batch(): writes join its transaction
         self.state_dir = state_dir
         self.read_only = read_only
         self.catalog = Catalog(self)
@@ -260,11 +261,40 @@ class StateStore:
                 [list(h[0]), serial, now, list(h[1]), list(h[2]), list(h[3]), list(h[4]), list(h[5])])
 
     @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Every write this thread makes inside runs in one transaction: a group commit, one fsync
+        for many small records (the lock keeps other threads out until it ends)."""
+        if self.read_only:
+            raise RuntimeError("this state store was opened read-only")
+        with self._lock:
+            if self._batching:
+                yield
+                return
+            self._conn.begin()
+            self._batching = True
+            try:
+                yield
+                self._conn.commit()
+            except BaseException:
+                self._conn.rollback()
+                raise
+            finally:
+                self._batching = False
+
+    @contextmanager
     def _transaction(self, now: str, bump_serial: bool = True) -> Iterator[tuple[duckdb.DuckDBPyConnection, int]]:
         if self.read_only:
             raise RuntimeError("this state store was opened read-only")
         with self._lock:
             conn = self._conn
+            if self._batching:  # part of batch()'s transaction, which commits or rolls back for all
+                serial = 0
+                if bump_serial:
+                    serial = int(conn.execute(
+                        "UPDATE meta SET value = CAST(CAST(value AS BIGINT) + 1 AS VARCHAR) "
+                        "WHERE key = 'serial' RETURNING value").fetchone()[0])
+                yield conn, serial
+                return
             conn.begin()
             try:
                 serial = 0
