@@ -215,8 +215,9 @@ class Daemon:
         self._previews(source)
         self._push(source)
         self.state.last_commit = head
-        self._update_gauges()
-        self._sync_schedules()
+        records, _ = self._records_and_runs(with_runs=False)  # one read for both (~0.6 s at 10,000)
+        self._update_gauges(records)
+        self._sync_schedules(records)
         return ReconcileResult(commit=head, applied=applied, failed=failed, held=held, errors=len(errors),
                                status_commit=status_commit)
 
@@ -394,13 +395,14 @@ class Daemon:
         return signature != before
 
     # -- workflow schedules ----------------------------------------------------------------
-    def _sync_schedules(self) -> None:
+    def _sync_schedules(self, records: dict | None = None) -> None:
         """One cron job per applied workflow with a schedule (timezone honoured); a fire queues a run."""
         if self.scheduler is None:
             return
         from apscheduler.triggers.cron import CronTrigger
 
-        records, _ = self._records_and_runs()
+        if records is None:
+            records, _ = self._records_and_runs(with_runs=False)
         wanted = {}
         for rid, rec in records.items():
             sched = ((rec.spec or {}).get("workflow") or {}).get("schedule") if rec.type == "workflow" else None
@@ -436,21 +438,29 @@ class Daemon:
                 log.warning("scheduled run of %s failed: %s", workflow_id, e)
         return ran
 
-    def _records_and_runs(self):
+    def _records_and_runs(self, with_runs: bool = True):
+        """Recorded resources, and the latest run of each workflow (with_runs=False: {})."""
+        from reconciler.store.runs import RUN_COLUMNS
         from reconciler.store.state import StateStore
 
         with StateStore.open(self.state_dir, read_only=True) as store:
             records = store.records()
             runs = {}
-            for rid, rec in records.items():
-                if rec.type == "workflow":
-                    latest = store.runs.runs(rid, limit=1)
-                    if latest:
-                        runs[rid] = latest[0]
+            if with_runs:
+                # one query for every workflow's latest run: one query per workflow took ~11 s at 4,800 workflows
+                columns = ", ".join(f'"{c}"' for c in RUN_COLUMNS)
+                rows = store.runs._query(f"SELECT {columns} FROM runs QUALIFY row_number() OVER "
+                                         "(PARTITION BY workflow_id ORDER BY started_at DESC, run_id DESC) = 1")
+                for row in rows:
+                    run = dict(zip(RUN_COLUMNS, row))
+                    rec = records.get(run["workflow_id"])
+                    if rec is not None and rec.type == "workflow":
+                        runs[rec.id] = run
         return records, runs
 
-    def _update_gauges(self) -> None:
-        records, _ = self._records_and_runs()
+    def _update_gauges(self, records: dict | None = None) -> None:
+        if records is None:
+            records, _ = self._records_and_runs(with_runs=False)
         counts: dict[str, int] = {}
         for r in records.values():
             counts[r.phase] = counts.get(r.phase, 0) + 1
