@@ -218,6 +218,7 @@ class Daemon:
         records, _ = self._records_and_runs(with_runs=False)  # one read for both (~0.6 s at 10,000)
         self._update_gauges(records)
         self._sync_schedules(records)
+        operations.prune_checkouts(self.state_dir, {r.commit for r in records.values() if r.commit} | {head})
         return ReconcileResult(commit=head, applied=applied, failed=failed, held=held, errors=len(errors),
                                status_commit=status_commit)
 

@@ -161,6 +161,25 @@ def from_daemon(state_dir: Path, path: str):
         return None
 
 
+def prune_checkouts(state_dir: Path, keep: set[str | None]) -> int:
+    """Remove materialised trees of commits no record was applied from (each is a whole copy of the
+    repository: tens of MB a push for a large one). Kept: every commit a record names (workflow runs
+    and the query engine's depot copies read those) and `keep`'s others; a removed one is made again
+    on demand. Returns how many were removed."""
+    import shutil
+
+    root = Path(state_dir) / "checkouts"
+    if not root.is_dir():
+        return 0
+    removed = 0
+    for entry in root.iterdir():
+        if entry.name in keep or entry.name == "worktree" or not entry.is_dir():
+            continue
+        shutil.rmtree(entry, ignore_errors=True)
+        removed += 1
+    return removed
+
+
 def records_from_daemon(state_dir: Path) -> dict[str, Record] | None:
     """Records as the daemon that owns `state_dir` serves them, or None when no daemon answers."""
     rows = from_daemon(state_dir, "/resources")

@@ -103,6 +103,10 @@ def test_daemon_syncs_reports_on_the_status_branch_and_stops_on_sigterm(daemon, 
     wait_for(lambda: third in status_message(bare), "the status of the broken commit")
     text = status_file(bare, "STATUS.md")
     assert "extra-0" in text and "depots/extra-0.yaml" in text
+    # materialised trees of commits no record names are removed (each is a whole copy of the repository)
+    applied = {x["commit"] for x in run_cli("get", "--state-dir", tmp_path / "state", "-o", "json").json}
+    kept = {e.name for e in (tmp_path / "state" / "checkouts").iterdir()}
+    assert kept <= applied | {third} and applied <= kept | {None}, (kept, applied)
     # a preview branch gets its plan file; the tracked environment is not touched by it
     before = run_cli("get", "--state-dir", tmp_path / "state", "-o", "json").json
     main_tip = work.repo.head.peel(pygit2.Commit)
