@@ -352,8 +352,11 @@ def data_router(daemon, engine=None, directory=None) -> APIRouter:
                                             "your user token", headers={"WWW-Authenticate": "Bearer"})
         if int(request.headers.get("content-length") or 0) > MAX_BODY:
             raise HTTPException(413, detail=f"the request body is over {MAX_BODY // 1000} kB; send one SQL query")
+        raw = await request.body()
+        if len(raw) > MAX_BODY:  # a chunked body has no content-length to refuse it by
+            raise HTTPException(413, detail=f"the request body is over {MAX_BODY // 1000} kB; send one SQL query")
         try:
-            body = json.loads(await request.body() or b"null")
+            body = json.loads(raw or b"null")
         except ValueError:
             body = None
         from starlette.concurrency import run_in_threadpool
