@@ -159,6 +159,10 @@ The daemon runs in the background (pid $PID) and polls $REPO every 5 s.
   health, metrics    $URL/healthz   $URL/readyz   $URL/metrics
   STATUS.md          git -C $REPO show reconciler/status:STATUS.md
   resources          $RECONCILER get --state-dir $STATE
+  the data product   $RECONCILER get dataproduct card-payments --state-dir $STATE
+  a service's data   curl -H "Authorization: Bearer \$PAYMENTS_API_TOKEN" \\
+                       "$URL/api/v1/services/payments/transactions-api/datasets/totals?limit=3"
+                     (the sample's service token; it reads as user finance-reporting, through the policies)
   log                $LOG
   try a change       edit a file in $REPO, then: git -C $REPO commit -am "my change"
   stop it            bash $ROOT/scripts/quickstart.sh stop    (or: kill $PID)

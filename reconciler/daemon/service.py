@@ -72,6 +72,7 @@ class Daemon:
         self.slo_wanted = False  # the SLO schedule fired; every reconcile that applied or ran something evaluates too
         self._slo_signature: dict | None = None  # product -> (health, SLOs met) of the last evaluation
         self._http = None
+        self._records_cache: tuple | None = None  # (state file stamp, records, latest runs or None)
         self._drift_queue: list[str] = []  # resources still to look at in the current drift pass
         self._drift_found: dict[str, str] = {}
         self.scheduler = None
@@ -440,14 +441,20 @@ class Daemon:
         return ran
 
     def _records_and_runs(self, with_runs: bool = True):
-        """Recorded resources, and the latest run of each workflow (with_runs=False: {})."""
+        """Recorded resources, and the latest run of each workflow (with_runs=False: {}). Read again only
+        when the state file changed on disk since the last read (~0.6 s at 10,000 records)."""
         from reconciler.store.runs import RUN_COLUMNS
-        from reconciler.store.state import StateStore
+        from reconciler.store.state import StateStore, file_stamp
 
+        stamp = file_stamp(self.state_dir)
+        cached = self._records_cache
+        if cached is not None and cached[0] == stamp and (cached[2] is not None or not with_runs):
+            return cached[1], (cached[2] if with_runs else {})
         with StateStore.open(self.state_dir, read_only=True) as store:
             records = store.records()
-            runs = {}
+            runs = None
             if with_runs:
+                runs = {}
                 # one query for every workflow's latest run: one query per workflow took ~11 s at 4,800 workflows
                 columns = ", ".join(f'"{c}"' for c in RUN_COLUMNS)
                 rows = store.runs._query(f"SELECT {columns} FROM runs QUALIFY row_number() OVER "
@@ -457,7 +464,8 @@ class Daemon:
                     rec = records.get(run["workflow_id"])
                     if rec is not None and rec.type == "workflow":
                         runs[rec.id] = run
-        return records, runs
+        self._records_cache = (stamp, records, runs)
+        return records, (runs or {})
 
     def _update_gauges(self, records: dict | None = None) -> None:
         if records is None:

@@ -130,17 +130,6 @@ class _Watchdog:
 _WATCHDOG = _Watchdog()
 
 
-def _stamp(path: Path) -> tuple:
-    out = []
-    for p in (path, path.with_name(path.name + ".wal")):
-        try:
-            st = p.stat()
-            out.append((st.st_mtime_ns, st.st_size))
-        except OSError:
-            out.append(None)
-    return tuple(out)
-
-
 def _salt(state_dir: Path) -> str:
     """A per-instance secret for hash masks, created once beside the state (never in git or output)."""
     path = Path(state_dir) / "mask-salt"
@@ -196,7 +185,9 @@ class QueryEngine:
 
     # -- the database -------------------------------------------------------------------------
     def _current_stamp(self) -> tuple:
-        return _stamp(self.state_dir / "state.duckdb") + _stamp(self.state_dir / "lake.duckdb")
+        from reconciler.store.state import file_stamp
+
+        return file_stamp(self.state_dir) + file_stamp(self.state_dir, "lake.duckdb")
 
     def database(self) -> LakeDatabase:
         stamp = self._current_stamp()

@@ -322,6 +322,18 @@ def _record(row: tuple) -> Record:
     )
 
 
+def file_stamp(state_dir: Path, db: str = "state.duckdb") -> tuple:
+    """(mtime, size) of a DuckDB file under state_dir and of its WAL: changes whenever it is written."""
+    out = []
+    for name in (db, db + ".wal"):
+        try:
+            st = (Path(state_dir) / name).stat()
+            out.append((st.st_mtime_ns, st.st_size))
+        except OSError:
+            out.append(None)
+    return tuple(out)
+
+
 _PID_RE = re.compile(r"PID (\d+)")
 
 
