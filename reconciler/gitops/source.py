@@ -102,10 +102,21 @@ class GitSource:
             return dest
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+        donor, same = self._donor(dest.parent)
+        made: set[str] = set()
         try:
             for path, (oid, mode) in self._walk().items():
                 target = tmp / path
-                target.parent.mkdir(parents=True, exist_ok=True)
+                parent = target.parent
+                if str(parent) not in made:
+                    parent.mkdir(parents=True, exist_ok=True)
+                    made.add(str(parent))
+                if donor is not None and path not in same:
+                    try:  # unchanged since the donor's commit: share its file (checkouts are read-only)
+                        os.link(donor / path, target)
+                        continue
+                    except OSError:
+                        pass
                 target.write_bytes(self.repo[oid].data)
                 if mode == FileMode.BLOB_EXECUTABLE:
                     target.chmod(0o755)
@@ -123,6 +134,22 @@ class GitSource:
                 return dest
             raise
         return dest
+
+    def _donor(self, checkouts: Path) -> tuple[Path | None, set[str]]:
+        """The newest finished checkout of another commit of this repository beside `checkouts`, and
+        the paths that differ from it: a new commit of a large repository then writes only what
+        changed and hard-links the rest (10,000 files written afresh took seconds per push)."""
+        try:
+            entries = [e for e in os.scandir(checkouts) if e.is_dir() and not e.name.startswith(".")]
+        except OSError:
+            return None, set()
+        for entry in sorted(entries, key=lambda e: e.stat().st_mtime, reverse=True)[:3]:
+            try:
+                commit = (Path(entry.path) / COMPLETE_MARK).read_text().strip()
+                return Path(entry.path), self.changed_paths(commit)
+            except (OSError, UserError):
+                continue
+        return None, set()
 
     def changed_paths(self, other_commit_hex: str) -> set[str]:
         """Paths (relative to the prefix) that differ between `other_commit_hex` and this commit."""

@@ -155,12 +155,13 @@ def read_snapshot(state_dir: Path) -> Snapshot:
     store = StateStore.open(state_dir, read_only=True)
     try:
         records = store.records()
+        columns = store.catalog.all_columns()
         datasets = {}
         for d in store.catalog.datasets():
             owner_rec = records.get(d.get("owner_resource") or "")
             d = dict(d)
             d["owner_team"] = ((owner_rec.spec or {}).get("owner") if owner_rec else None)
-            d["columns"] = {c["name"]: list(c.get("tags") or []) for c in store.catalog.columns(d["address"])}
+            d["columns"] = {c["name"]: list(c.get("tags") or []) for c in columns.get(d["address"], [])}
             datasets[d["address"]] = d
     finally:
         store.close()
@@ -181,6 +182,7 @@ class QueryEngine:
         self._stamp: tuple | None = None
         self._policies = PolicySet()
         self._build_lock = threading.Lock()
+        self._wanted_depots: set[str] = set()  # depot datasets some query named: copied into each rebuild
         self._sql_cache: OrderedDict = OrderedDict()
 
     # -- the database -------------------------------------------------------------------------
@@ -189,20 +191,27 @@ class QueryEngine:
 
         return file_stamp(self.state_dir) + file_stamp(self.state_dir, "lake.duckdb")
 
-    def database(self) -> LakeDatabase:
+    def database(self, want: str | None = None) -> LakeDatabase:
+        """The current locked database; rebuilt when the state or lake changed on disk, or when `want`, a
+        depot dataset it has not copied yet, is asked for (depots are copied only once a query needs
+        them: an instance of thousands of depots would otherwise copy them all on every rebuild)."""
         stamp = self._current_stamp()
         db = self._db
-        if db is not None and db.con is not None and stamp == self._stamp:
+        if db is not None and db.con is not None and stamp == self._stamp and want is None:
             return db
         with self._build_lock:
             db = self._db
-            if db is not None and db.con is not None and stamp == self._stamp:
+            if want is not None:
+                self._wanted_depots.add(want)
+            if db is not None and db.con is not None and stamp == self._stamp and \
+                    (want is None or want in db.tables or want in db.unreadable):
                 return db
             if lakegate.writing_now(self.state_dir / "lake.duckdb"):
                 raise LakeBusy("a workflow is writing the lake right now", hint="retry in a few seconds")
             try:
                 snapshot = read_snapshot(self.state_dir)
-                new = LakeDatabase(self.state_dir, snapshot, _salt(self.state_dir), self.environ)
+                new = LakeDatabase(self.state_dir, snapshot, _salt(self.state_dir), self.environ,
+                                   depots=frozenset(self._wanted_depots))
             except lakegate.LakeBusyError as exc:
                 raise LakeBusy(str(exc), hint="retry in a few seconds") from None
             if db is not None:
@@ -256,8 +265,6 @@ class QueryEngine:
             raise AccessDenied(f"{subject.user} may not read {why}",
                                hint="ask the dataset's owner team for an access: allow policy")
         g = allowed[0]
-        if g.dataset not in db.tables:
-            raise QueryRefused(f"{g.dataset} cannot be read: {db.unreadable.get(g.dataset, 'not loaded')}")
         return g
 
     # -- running ------------------------------------------------------------------------------
@@ -270,9 +277,17 @@ class QueryEngine:
             self._sql_cache.move_to_end(key)
             return cached[0], db
         checked = guard.check(sql)
+        grants = {name: self._resolve_name(subject, name, db) for name in sorted(checked.names)}
+        missing = [g.dataset for g in grants.values() if g.dataset not in db.tables and g.dataset not in db.unreadable]
+        for address in missing:  # a depot dataset no query needed before: copy it in (a rebuild)
+            db = self.database(want=address)
+        if missing:
+            grants = {name: self._resolve_name(subject, name, db) for name in sorted(checked.names)}
         views = {}
         for name in sorted(checked.names):
-            g = self._resolve_name(subject, name, db)
+            g = grants[name]
+            if g.dataset not in db.tables:
+                raise QueryRefused(f"{g.dataset} cannot be read: {db.unreadable.get(g.dataset, 'not loaded')}")
             try:
                 views[name] = db.view_for(g)
             except duckdb.Error as exc:  # e.g. a policy filter naming a column this dataset lacks

@@ -66,10 +66,12 @@ def _mask_sql(column: str, how: str, salt: str, col_type: str) -> str:
 class LakeDatabase:
     """One locked database over one state snapshot. Thread-safe: each query takes its own cursor."""
 
-    def __init__(self, state_dir: Path, snapshot: Snapshot, salt: str, environ: dict):
+    def __init__(self, state_dir: Path, snapshot: Snapshot, salt: str, environ: dict,
+                 depots: frozenset[str] = frozenset()):
         self.state_dir = Path(state_dir)
         self.lake_path = self.state_dir / "lake.duckdb"
         self.snapshot = snapshot
+        self.depots = depots  # the depot datasets to copy in; the others are not loaded
         self.salt = salt
         self.tables: dict[str, Table] = {}
         self.unreadable: dict[str, str] = {}  # address -> why it could not be loaded
@@ -95,14 +97,28 @@ class LakeDatabase:
                                                  f"{str(exc).splitlines()[0]}") from None
             depot_schema = "depots_" + secrets.token_hex(8)
             con.execute(f"CREATE SCHEMA {ident(depot_schema)}")
+            lake_columns: dict[tuple[str, str], list[tuple[str, str]]] = {}
+            if lake_alias is not None:  # every lake table's columns in one query (thousands of DESCRIBEs were slow)
+                for schema, table, column, type_ in con.execute(
+                        "SELECT table_schema, table_name, column_name, data_type FROM information_schema.columns "
+                        "WHERE table_catalog = ? ORDER BY table_schema, table_name, ordinal_position",
+                        [lake_alias]).fetchall():
+                    lake_columns.setdefault((schema, table), []).append((column, type_))
             for n, (address, d) in enumerate(sorted(self.snapshot.datasets.items())):
                 if d["kind"] == "lake":
                     if lake_alias is None:
                         self.unreadable[address] = "no workflow has written the lake yet"
                         continue
                     ws, _, table = address[len("lake://"):].partition("/")
-                    source = f"{ident(lake_alias)}.{ident(ws)}.{ident(table)}"
+                    if (ws, table) not in lake_columns:
+                        self.unreadable[address] = f"table {ws}.{table} is not in the lake (not written yet?)"
+                        continue
+                    self.tables[address] = Table(address, f"{ident(lake_alias)}.{ident(ws)}.{ident(table)}",
+                                                 lake_columns[(ws, table)])
+                    continue
                 else:
+                    if address not in self.depots:
+                        continue  # not loaded (neither in tables nor unreadable): the engine asks for it
                     source = f"{ident(depot_schema)}.{ident(f't{n}')}"
                     why = self._copy_depot(con, address, source, environ)
                     if why:

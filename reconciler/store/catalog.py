@@ -86,12 +86,20 @@ class Catalog:
         return _dataset_dict(row) if row else None
 
     def columns(self, address: str) -> list[dict]:
+        return self.all_columns(address).get(address, [])
+
+    def all_columns(self, address: str | None = None) -> dict[str, list[dict]]:
+        """Columns by dataset address, in order: every dataset's in one query (or one dataset's)."""
+        where, params = ("WHERE address = ? ", [address]) if address is not None else ("", [])
         with self._store._lock:
             rows = self._store._conn.execute(
-                "SELECT address, name, type, ordinal, tags FROM columns WHERE address = ? ORDER BY ordinal",
-                [address]).fetchall()
-        return [{"address": a, "name": n, "type": t, "ordinal": o, "tags": json.loads(tags) if tags else []}
-                for a, n, t, o, tags in rows]
+                f"SELECT address, name, type, ordinal, tags FROM columns {where}ORDER BY address, ordinal",
+                params).fetchall()
+        out: dict[str, list[dict]] = {}
+        for a, n, t, o, tags in rows:
+            out.setdefault(a, []).append({"address": a, "name": n, "type": t, "ordinal": o,
+                                          "tags": json.loads(tags) if tags and tags != "[]" else []})
+        return out
 
     def _put(self, owner_id: str, datasets: list[dict], replace: bool, conn=None) -> None:
         now = _now()

@@ -309,17 +309,46 @@ class StateStore:
                 raise
 
 
+class StoredRecord(Record):
+    """A Record read from the state: its spec JSON is decoded on first use. Most readers (the planner
+    compares hashes, the status report shows phases) never look at most specs, and decoding all of
+    them was most of reading 10,000 records."""
+
+    @property
+    def spec(self) -> dict | None:
+        d = self.__dict__
+        raw = d.pop("_raw_spec", None)
+        if raw is not None:
+            d["_spec"] = json.loads(raw)
+        return d.get("_spec")
+
+    @spec.setter
+    def spec(self, value: dict | None) -> None:
+        self.__dict__.pop("_raw_spec", None)
+        self.__dict__["_spec"] = value
+
+    def __getstate__(self):  # pickled (the plan memo) with its spec decoded
+        _ = self.spec
+        return self.__dict__
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+
+
 def _record(row: tuple) -> Record:
     (rid, type_, name, ws, spec, hash_, target, phase, message, commit, file, deps, prune, bundle, outputs,
      created, updated, applied) = row
-    return Record(
-        id=rid, type=type_, name=name, workspace=ws, spec=json.loads(spec) if spec is not None else None,
+    record = StoredRecord(
+        id=rid, type=type_, name=name, workspace=ws, spec=None,
         hash=hash_, phase=phase, message=message or "", commit=commit, file=file,
         depends_on=json.loads(deps) if deps and deps != "[]" else [],
         prune=True if prune is None else bool(prune), bundle=bundle,
         outputs=json.loads(outputs) if outputs and outputs != "{}" else {}, created_at=created,
         updated_at=updated, applied_at=applied, target_hash=target,
     )
+    if spec is not None:
+        record.__dict__["_raw_spec"] = spec
+    return record
 
 
 def file_stamp(state_dir: Path, db: str = "state.duckdb") -> tuple:

@@ -257,3 +257,20 @@ def test_tokens_in_urls_never_show():
     assert redact_url("https://bot:s3cret@git.example.com/data/platform.git") == "https://***@git.example.com/data/platform.git"
     assert redact_url("git@github.com:data/platform.git") == "git@github.com:data/platform.git"
     assert is_url("git@github.com:data/platform.git") and is_url("file:///srv/repo.git") and not is_url("/srv/repo")
+
+
+def test_a_new_commit_shares_unchanged_files_with_the_last_checkout(tmp_path):
+    repo = pygit2.init_repository(str(tmp_path / "r.git"), bare=True, initial_head="main")
+    commit_files(repo, {"p/a.yaml": "a: 1\n", "p/d/b.yaml": "b: 1\n", "p/gone.yaml": "g\n"})
+    first = GitSource(repo, str(repo.head.target), prefix="p")
+    old = first.materialise(tmp_path / "checkouts" / first.commit)
+    commit_files(repo, {"p/a.yaml": "a: 2\n", "p/gone.yaml": None, "p/new.yaml": "n\n"})
+    second = GitSource(repo, str(repo.head.target), prefix="p")
+    new = second.materialise(tmp_path / "checkouts" / second.commit)
+
+    assert (new / "a.yaml").read_text() == "a: 2\n" and (old / "a.yaml").read_text() == "a: 1\n"
+    assert (new / "d" / "b.yaml").read_text() == "b: 1\n"
+    assert (new / "d" / "b.yaml").stat().st_ino == (old / "d" / "b.yaml").stat().st_ino  # shared, not copied
+    assert (new / "a.yaml").stat().st_ino != (old / "a.yaml").stat().st_ino
+    assert not (new / "gone.yaml").exists() and (new / "new.yaml").read_text() == "n\n"
+    assert (new / COMPLETE_MARK).read_text().strip() == second.commit
