@@ -72,6 +72,8 @@ class Daemon:
         self.slo_wanted = False  # the SLO schedule fired; every reconcile that applied or ran something evaluates too
         self._slo_signature: dict | None = None  # product -> (health, SLOs met) of the last evaluation
         self._http = None
+        self._cron_registered: dict[str, tuple] = {}  # cron job id -> (cron, timezone) it was added with
+        self._schedules_seen: dict[str, tuple] = {}  # workflow id -> (spec hash, its schedule)
         self._records_cache: tuple | None = None  # (state file stamp, records, latest runs or None)
         self._drift_queue: list[str] = []  # resources still to look at in the current drift pass
         self._drift_found: dict[str, str] = {}
@@ -406,19 +408,32 @@ class Daemon:
         if records is None:
             records, _ = self._records_and_runs(with_runs=False)
         wanted = {}
+        seen = {}
         for rid, rec in records.items():
-            sched = ((rec.spec or {}).get("workflow") or {}).get("schedule") if rec.type == "workflow" else None
+            if rec.type != "workflow":
+                continue
+            # a workflow's schedule only changes with its spec hash: decode a spec only when it moved
+            hit = self._schedules_seen.get(rid)
+            if hit is not None and hit[0] == rec.hash:
+                sched = hit[1]
+            else:
+                sched = ((rec.spec or {}).get("workflow") or {}).get("schedule")
+            seen[rid] = (rec.hash, sched)
             if sched and sched.get("cron") and rec.phase == "Ready":
                 wanted[f"cron:{rid}"] = (rec, sched)
+        self._schedules_seen = seen
         for job in self.scheduler.get_jobs():
             if job.id.startswith("cron:") and job.id not in wanted:
                 job.remove()
+                self._cron_registered.pop(job.id, None)
         for job_id, (rec, sched) in wanted.items():
-            trigger = CronTrigger.from_crontab(sched["cron"], timezone=sched.get("timezone") or "UTC")
-            existing = self.scheduler.get_job(job_id)
-            if existing is None or str(existing.trigger) != str(trigger):
-                self.scheduler.add_job(self._schedule_fired, trigger, id=job_id, args=[rec.id], replace_existing=True,
-                                       coalesce=True, max_instances=1, misfire_grace_time=60)
+            key = (sched["cron"], sched.get("timezone") or "UTC")
+            if self._cron_registered.get(job_id) == key and self.scheduler.get_job(job_id) is not None:
+                continue  # registered as it is: no trigger to build again (thousands of workflows)
+            trigger = CronTrigger.from_crontab(key[0], timezone=key[1])
+            self.scheduler.add_job(self._schedule_fired, trigger, id=job_id, args=[rec.id], replace_existing=True,
+                                   coalesce=True, max_instances=1, misfire_grace_time=60)
+            self._cron_registered[job_id] = key
 
     def _schedule_fired(self, workflow_id: str) -> None:
         self.due.add(workflow_id)
