@@ -262,6 +262,7 @@ class StatusBranch:
 
     def _commit_on(self, base: pygit2.Commit | None, op: _Write) -> pygit2.Oid | None:
         flat = _flatten(base.tree) if base is not None else {}
+        before = dict(flat)
         for path in list(flat):
             if path in op.files or path in op.delete:
                 continue
@@ -272,10 +273,12 @@ class StatusBranch:
         dirs = {p.rsplit("/", i)[0] for p in flat for i in range(1, p.count("/") + 1)}
         for path, data in op.files.items():
             _place(flat, dirs, path, self.repo, data)
-        index = pygit2.Index()  # in memory: never the repository's index file
-        for path, (oid, mode) in flat.items():
-            index.add(pygit2.IndexEntry(path, oid, mode))
-        tree = index.write_tree(self.repo)
+        changes = {p: flat.get(p) for p in set(before) | set(flat) if before.get(p) != flat.get(p)}
+        if base is not None and not changes:
+            return None
+        # only the folders on the way to a changed file are written again; the rest keep their tree ids
+        # (a whole index of 10,000 status files cost ~0.3 s per reconcile)
+        tree = _build_tree(self.repo, base.tree if base is not None else None, changes)
         if base is not None and tree == base.tree.id:
             return None
         if base is None and not flat:
@@ -354,6 +357,35 @@ def _unreachable(label: str, exc: Exception) -> UserError:
     return UserError(f"cannot push the status branch to {label}: {redact_url(str(exc))}",
                      hint="check the URL, the network and the credentials "
                           "(RECONCILER_GIT_TOKEN, RECONCILER_GIT_SSH_KEY or an ssh agent)")
+
+
+def _build_tree(repo: pygit2.Repository, old: pygit2.Tree | None,
+                changes: dict[str, tuple[pygit2.Oid, int] | None]) -> pygit2.Oid:
+    """`old` with `changes` (path -> (blob id, mode), or None to remove) applied; an emptied folder goes."""
+    builder = repo.TreeBuilder(old) if old is not None else repo.TreeBuilder()
+    here, below = {}, {}
+    for path, value in changes.items():
+        head, sep, rest = path.partition("/")
+        if sep:
+            below.setdefault(head, {})[rest] = value
+        else:
+            here[head] = value
+    for name, value in here.items():  # removals first: a file may give way to a folder of that name
+        if value is None and builder.get(name) is not None:
+            builder.remove(name)
+    for name, sub in below.items():
+        entry = builder.get(name)
+        subtree = entry if isinstance(entry, pygit2.Tree) else None
+        oid = _build_tree(repo, subtree, sub)
+        if len(repo[oid]) == 0:
+            if entry is not None:
+                builder.remove(name)
+        else:
+            builder.insert(name, oid, FileMode.TREE)
+    for name, value in here.items():  # then files, which may replace a folder just emptied
+        if value is not None:
+            builder.insert(name, value[0], value[1])
+    return builder.write()
 
 
 def _flatten(tree: pygit2.Tree) -> dict[str, tuple[pygit2.Oid, int]]:

@@ -238,3 +238,40 @@ def test_works_on_a_bare_mirror(remote, tmp_path):
 def test_invalid_branch_name_is_a_user_error(work_repo):
     with pytest.raises(UserError):
         StatusBranch(work_repo, "bad..name")
+
+
+def test_incremental_tree_equals_a_tree_built_from_scratch(tmp_path):
+    """Only changed folders are rebuilt; the result must be the very tree a full index would give."""
+    import random
+
+    from pygit2.enums import FileMode
+
+    from reconciler.gitops.status import _build_tree, _flatten
+
+    repo = pygit2.init_repository(str(tmp_path / "r.git"), bare=True)
+
+    def full(flat):
+        index = pygit2.Index()
+        for path, (oid, mode) in flat.items():
+            index.add(pygit2.IndexEntry(path, oid, mode))
+        return index.write_tree(repo)
+
+    rnd = random.Random(3)
+    names = ["a", "b", "c", "d/e", "d/f", "d/g/h", "x/y/z", "x/w"]
+    flat = {n: (repo.create_blob(n.encode()), FileMode.BLOB) for n in names}
+    tree = repo[full(flat)]
+    for step in range(60):
+        new = dict(flat)
+        for _ in range(rnd.randint(1, 4)):
+            path = rnd.choice(names + ["d", "x/y", "n/m/o", "b/c", f"new{step}"])
+            if path in new and rnd.random() < 0.4:
+                del new[path]
+            else:  # a file where a folder was (or the reverse) replaces it, as _place does
+                for p in [p for p in new if p.startswith(path + "/") or path.startswith(p + "/")]:
+                    del new[p]
+                new[path] = (repo.create_blob(f"{path}{step}".encode()), FileMode.BLOB)
+        changes = {p: new.get(p) for p in set(flat) | set(new) if flat.get(p) != new.get(p)}
+        got = _build_tree(repo, tree, changes)
+        assert got == full(new), (step, changes)
+        assert _flatten(repo[got]) == new
+        flat, tree = new, repo[got]
