@@ -115,7 +115,7 @@ def api_router(daemon) -> APIRouter:
                 run = queries.workflow_runs(s, make_id("workflow", workflow, workspace), run_id, limit=500)[0]
             except UserError as e:
                 raise _not_found(e) from None
-            return run | {"quality": s.runs.quality(run_id=run["run_id"])}
+            return queries.without_values(run | {"quality": s.runs.quality(run_id=run["run_id"])})
 
     @router.get("/runs/{workspace}/{workflow}/{run_id}/logs", summary="A run's job logs as text (secrets masked)",
                 tags=["runs"], response_class=PlainTextResponse)
@@ -147,7 +147,7 @@ def api_router(daemon) -> APIRouter:
             if d is None:
                 raise HTTPException(404, detail=f"no dataset {address} in the catalog")
             d["columns"] = s.catalog.columns(address)
-            return queries.dataset_details(s, d)
+            return queries.without_values(queries.dataset_details(s, d))
 
     @router.get("/lineage", summary="Upstream and downstream lineage of a dataset", tags=["catalog"])
     def lineage(dataset: str, direction: Literal["upstream", "downstream"] | None = None) -> dict:

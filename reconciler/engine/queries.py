@@ -87,6 +87,26 @@ def dataset_details(store, d: dict) -> dict:
     return d
 
 
+WITHHELD = "[withheld: read data through a service or /api/v1/query]"
+_VALUE_STATS = ("min", "max", "top")
+
+
+def without_values(d: dict) -> dict:
+    """A dataset's details with the row values left out (in place): profiles keep counts, nulls,
+    distinct and mean but not min, max or top values; quality results keep pass/fail and failing
+    counts but not their sample rows. The HTTP API is the security boundary and its metadata routes
+    know no subject, so data reaches API callers only through the policy-enforced query routes."""
+    for p in d.get("profile") or []:
+        stats = p.get("stats") if isinstance(p.get("stats"), dict) else p
+        for key in _VALUE_STATS:
+            if key in stats:
+                stats[key] = WITHHELD
+    for q in d.get("quality") or []:
+        if q.get("sample"):
+            q["sample"] = WITHHELD
+    return d
+
+
 def catalog(store, name: str | None = None, workspace: str | None = None) -> tuple[list[dict], list[dict]]:
     """(datasets with columns, data products). `name` is an address or its last segment; one match
     also carries its profile and latest quality. No match raises UserError."""
