@@ -121,7 +121,12 @@ interval: 5s
 EOF
 
 # 4. Start the daemon in the background ----------------------------------------------------------------
-export PAYMENTS_API_TOKEN=${PAYMENTS_API_TOKEN:-demo-token}
+if [[ -z "${PAYMENTS_API_TOKEN:-}" ]]; then
+  export PAYMENTS_API_TOKEN=demo-token
+  TOKEN_SHOWN=demo-token            # the demo value this script chose; a value of yours is never printed
+else
+  TOKEN_SHOWN='$PAYMENTS_API_TOKEN'
+fi
 say "starting: $RECONCILER daemon --config $CONFIG (log: $LOG)"
 # nohup and no terminal: the daemon outlives this script and the shell it was started from
 nohup "$RECONCILER" daemon --config "$CONFIG" >>"$LOG" 2>&1 </dev/null &
@@ -160,7 +165,7 @@ The daemon runs in the background (pid $PID) and polls $REPO every 5 s.
   STATUS.md          git -C $REPO show reconciler/status:STATUS.md
   resources          $RECONCILER get --state-dir $STATE
   the data product   $RECONCILER get dataproduct card-payments --state-dir $STATE
-  a service's data   curl -H "Authorization: Bearer \$PAYMENTS_API_TOKEN" \\
+  a service's data   curl -H "Authorization: Bearer $TOKEN_SHOWN" \\
                        "$URL/api/v1/services/payments/transactions-api/datasets/totals?limit=3"
                      (the sample's service token; it reads as user finance-reporting, through the policies)
   log                $LOG
