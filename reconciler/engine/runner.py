@@ -73,8 +73,6 @@ class RunLake:
         self._lock = threading.Lock()
 
     def cursor(self):
-        import duckdb
-
         with self._lock:
             if self._conn is None:
                 from reconciler.store import lakegate
@@ -82,7 +80,7 @@ class RunLake:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 lakegate.enter(self.path)  # this process's query database steps aside until close()
                 try:
-                    self._conn = duckdb.connect(str(self.path))
+                    self._conn = lakegate.connect_for_writing(self.path)  # another process's reader finishes
                 except BaseException:
                     lakegate.leave(self.path)
                     raise

@@ -27,7 +27,7 @@ def lake_connection(lake_path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
 
     lake_path.parent.mkdir(parents=True, exist_ok=True)
     with lakegate.exclusive(lake_path):
-        conn = duckdb.connect(str(lake_path))
+        conn = lakegate.connect_for_writing(lake_path)
         try:
             yield conn
         finally:

@@ -10,6 +10,7 @@ is busy) until the writer is done. Other processes are kept apart by DuckDB's ow
 from __future__ import annotations
 
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
@@ -101,3 +102,21 @@ def exclusive(path) -> Iterator[None]:
         yield
     finally:
         leave(path)
+
+
+WRITE_PATIENCE = 35.0  # seconds: longer than a query may run (30 s), so a reader always gets to finish
+
+
+def connect_for_writing(path, patience: float = WRITE_PATIENCE):
+    """duckdb.connect(path) for writing, waiting while another process holds the file (a `reconciler
+    query` reading it, say: DuckDB's file lock refuses a writer until the reader is done)."""
+    import duckdb
+
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            return duckdb.connect(str(path))
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower() or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.25)
