@@ -103,7 +103,8 @@ def _load_desired(target: Target, source, cache, records) -> Desired:
         return blobs.get(path)
 
     resolution = resolve(source, YamlLocator(source.read), result.files, result.documents,
-                         prior_ids={k: r.file or "" for k, r in records.items()}, prior_specs={k: r.spec for k, r in records.items() if r.spec},
+                         prior_ids={k: r.file or "" for k, r in records.items()}, prior_specs={k: r.spec for k, r in records.items()
+                                                  if r.type in ("stack", "operator") and r.spec},  # runtimes only
                          parse_member=parse_member, memo=cache.validation_memo(), blob_of=blob_of,
                          known_subjects=target.subjects.known_for_validation() if target.subjects else None)
     # the loader's own diagnostics (ignore rules, limits) that belong to no loaded file
