@@ -288,25 +288,20 @@ class StateStore:
         with self._lock:
             conn = self._conn
             if self._batching:  # part of batch()'s transaction, which commits or rolls back for all
-                serial = 0
-                if bump_serial:
-                    serial = int(conn.execute(
-                        "UPDATE meta SET value = CAST(CAST(value AS BIGINT) + 1 AS VARCHAR) "
-                        "WHERE key = 'serial' RETURNING value").fetchone()[0])
-                yield conn, serial
+                yield conn, _next_serial(conn) if bump_serial else 0
                 return
             conn.begin()
             try:
-                serial = 0
-                if bump_serial:
-                    serial = int(conn.execute(
-                        "UPDATE meta SET value = CAST(CAST(value AS BIGINT) + 1 AS VARCHAR) "
-                        "WHERE key = 'serial' RETURNING value").fetchone()[0])
-                yield conn, serial
+                yield conn, _next_serial(conn) if bump_serial else 0
                 conn.commit()
             except BaseException:
                 conn.rollback()
                 raise
+
+
+def _next_serial(conn) -> int:
+    return int(conn.execute("UPDATE meta SET value = CAST(CAST(value AS BIGINT) + 1 AS VARCHAR) "
+                            "WHERE key = 'serial' RETURNING value").fetchone()[0])
 
 
 class StoredRecord(Record):
