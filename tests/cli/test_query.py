@@ -290,20 +290,3 @@ def test_csv_and_table_output(env):
     assert r.code == 0 and "more rows exist" in r.err, r
     assert json.loads(q(env, "ana", "SELECT 1 AS x", "-o", "json").out)["rows"] == [{"x": 1}]
 
-
-def test_a_run_waits_for_another_process_reading_the_lake(env):
-    """DuckDB's file lock refuses a writer while another process reads the lake (a `reconciler query`,
-    say): the run waits for the reader instead of failing."""
-    import subprocess
-    import sys
-
-    reader = subprocess.Popen([sys.executable, "-c", (
-        "import duckdb, sys, time; c = duckdb.connect(sys.argv[1], read_only=True); "
-        "print('open', flush=True); time.sleep(2); c.close()"), str(env["lake"])],
-        stdout=subprocess.PIPE, text=True)
-    try:
-        assert reader.stdout.readline().strip() == "open"
-        r = run_cli("run", "load", "-w", "shop", "--state-dir", env["state"], "-o", "json")
-        assert r.code == 0, r
-    finally:
-        reader.wait(30)
