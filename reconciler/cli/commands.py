@@ -350,8 +350,9 @@ def delete(kind, name, file_, workspace, cascade, state_dir, auto_approve, outpu
 @click.option("--webhook-secret-file", default=None, help="Secret that signs webhook deliveries.")
 @click.option("--drift-interval", default=None, help="How often to look for drift, e.g. 5m.")
 @click.option("--self-heal/--no-self-heal", default=None, help="Re-apply resources whose observed state drifted.")
+@click.option("--slo-interval", default=None, help="How often to evaluate data products' SLOs, e.g. 1m.")
 def daemon(config_file, repo, branch, interval, state_dir, status_branch, max_prune, listen, webhook_secret_file,
-           drift_interval, self_heal):
+           drift_interval, self_heal, slo_interval):
     """Keep the state converged to a git branch; report back on the status branch (SIGTERM stops it)."""
     import logging
     import signal
@@ -362,7 +363,7 @@ def daemon(config_file, repo, branch, interval, state_dir, status_branch, max_pr
     overrides = {"repo": repo, "branch": branch, "interval": interval, "state_dir": state_dir,
                  "status_branch": status_branch, "max_prune": max_prune, "listen": listen,
                  "webhook_secret_file": webhook_secret_file, "drift_interval": drift_interval,
-                 "self_heal": self_heal}
+                 "self_heal": self_heal, "slo_interval": slo_interval}
     if config_file is None and repo is None:
         raise UserError("the daemon needs --config FILE or --repo REPO")
     config = load_config(config_file, overrides)

@@ -280,3 +280,8 @@ workflow:
     finally:
         if p.poll() is None:
             p.kill()
+
+
+def test_a_bad_slo_interval_flag_is_named(tmp_path):
+    r = run_cli("daemon", "--repo", tmp_path, "--state-dir", tmp_path / "state", "--slo-interval", "soon")
+    assert r.code == 1 and "slo_interval (from --slo-interval)" in r.err and "Traceback" not in r.err, r
