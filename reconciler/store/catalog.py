@@ -18,6 +18,8 @@ import json
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
+from reconciler.store.bulk import insert_rows
+
 if TYPE_CHECKING:  # pragma: no cover
     from reconciler.store.state import StateStore
 
@@ -132,19 +134,9 @@ class Catalog:
             conn.execute("DELETE FROM datasets WHERE owner_resource = ?", [owner_id])
         conn.execute("DELETE FROM columns WHERE list_contains($1::VARCHAR[], address)", [addresses])
         conn.execute("DELETE FROM datasets WHERE list_contains($1::VARCHAR[], address)", [addresses])
-        if ds_rows:
-            cols = [list(c) for c in zip(*ds_rows)]
-            conn.execute(
-                f"INSERT INTO datasets ({', '.join(_DATASET_COLUMNS)}) SELECT unnest($1::VARCHAR[]), "
-                "unnest($2::VARCHAR[]), unnest($3::VARCHAR[]), "
-                "unnest($4::VARCHAR[]), unnest($5::VARCHAR[]), unnest($6::VARCHAR[]), unnest($7::BIGINT[]), "
-                "unnest($8::VARCHAR[]), unnest($9::VARCHAR[]), unnest($10::VARCHAR[]), unnest($11::VARCHAR[]), "
-                "unnest($12::VARCHAR[])", cols)
-        if col_rows:
-            cols = [list(c) for c in zip(*col_rows)]
-            conn.execute(
-                "INSERT INTO columns SELECT unnest($1::VARCHAR[]), unnest($2::VARCHAR[]), unnest($3::VARCHAR[]), "
-                "unnest($4::INTEGER[]), unnest($5::VARCHAR[])", cols)
+        insert_rows(conn, "datasets", _DATASET_COLUMNS, ("VARCHAR",) * 6 + ("BIGINT",) + ("VARCHAR",) * 5, ds_rows)
+        insert_rows(conn, "columns", ("address", "name", "type", "ordinal", "tags"),
+                    ("VARCHAR", "VARCHAR", "VARCHAR", "INTEGER", "VARCHAR"), col_rows)
 
     # ---- data products -------------------------------------------------------------------
 

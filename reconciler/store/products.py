@@ -12,6 +12,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Iterable
 
+from reconciler.store.bulk import insert_rows
+from reconciler.store.bulk import quoted as _quoted
+
 if TYPE_CHECKING:  # pragma: no cover
     from reconciler.store.state import StateStore
 
@@ -20,16 +23,15 @@ RETENTION_DAYS = 30  # longer than any window an SLO reasonably asks about
 CHECK_COLUMNS = ("service_id", "at", "ok", "status", "detail")
 RESULT_COLUMNS = ("product", "slo", "kind", "value", "target", "ok", "detail", "at")
 HEALTH_COLUMNS = ("product", "state", "detail", "at")
+_CHECK_TYPES = ("VARCHAR", "VARCHAR", "BOOLEAN", "INTEGER", "VARCHAR")
+_RESULT_TYPES = ("VARCHAR", "VARCHAR", "VARCHAR", "DOUBLE", "DOUBLE", "BOOLEAN", "VARCHAR", "VARCHAR")
+_HEALTH_TYPES = ("VARCHAR",) * 4
 
 
 def _iso(moment: datetime) -> str:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
     return moment.astimezone(timezone.utc).isoformat(timespec="microseconds")
-
-
-def _quoted(cols) -> str:
-    return ", ".join(f'"{c}"' for c in cols)
 
 
 class Products:
@@ -57,9 +59,7 @@ class Products:
                  c.get("status"), c.get("detail")) for c in checks]
         cutoff = _iso(now - timedelta(days=RETENTION_DAYS))
         with self._tx(now) as (conn, _):
-            if rows:
-                conn.executemany(f"INSERT INTO service_checks ({_quoted(CHECK_COLUMNS)}) VALUES (?, ?, ?, ?, ?)",
-                                 rows)
+            insert_rows(conn, "service_checks", CHECK_COLUMNS, _CHECK_TYPES, rows)
             conn.execute('DELETE FROM service_checks WHERE "at" < ?', [cutoff])
 
     def service_checks(self, service_id: str | None = None, since: datetime | None = None) -> list[dict]:
@@ -85,16 +85,13 @@ class Products:
                         else _iso(h["at"])) for h in health]
         cutoff = _iso(now - timedelta(days=RETENTION_DAYS))
         with self._tx(now) as (conn, _):
-            if result_rows:
-                conn.executemany(f"INSERT INTO slo_results ({_quoted(RESULT_COLUMNS)}) "
-                                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", result_rows)
+            insert_rows(conn, "slo_results", RESULT_COLUMNS, _RESULT_TYPES, result_rows)
             conn.execute('DELETE FROM slo_results WHERE "at" < ?', [cutoff])
             products = [h[0] for h in health_rows]
             conn.execute("DELETE FROM dataproduct_health WHERE NOT list_contains($1::VARCHAR[], product)", [products])
-            if health_rows:
-                conn.executemany(f"INSERT INTO dataproduct_health ({_quoted(HEALTH_COLUMNS)}) VALUES (?, ?, ?, ?) "
-                                 "ON CONFLICT (product) DO UPDATE SET state = excluded.state, "
-                                 'detail = excluded.detail, "at" = excluded."at"', health_rows)
+            insert_rows(conn, "dataproduct_health", HEALTH_COLUMNS, _HEALTH_TYPES, health_rows,
+                        "ON CONFLICT (product) DO UPDATE SET state = excluded.state, "
+                        'detail = excluded.detail, "at" = excluded."at"')
 
     def latest_results(self, product: str | None = None) -> list[dict]:
         """The newest result of each (product, slo)."""

@@ -10,6 +10,9 @@ import json
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
+from reconciler.store.bulk import insert_rows
+from reconciler.store.bulk import quoted as _quoted
+
 if TYPE_CHECKING:  # pragma: no cover
     from reconciler.stacks.base import JobResult
     from reconciler.store.state import StateStore
@@ -40,10 +43,6 @@ def _inherited_tags(conn, column_lineage: dict) -> dict[str, dict[str, set[str]]
             if found:
                 out.setdefault(target, {})[col] = found
     return out
-
-
-def _quoted(cols) -> str:
-    return ", ".join(f'"{c}"' for c in cols)
 
 
 class Runs:
@@ -147,17 +146,13 @@ class Runs:
             conn.execute("DELETE FROM lineage_edges WHERE workflow_id = ? AND job = ?", [workflow_id, job])
             conn.execute("DELETE FROM column_lineage WHERE workflow_id = ? AND job = ?", [workflow_id, job])
             edges = [(src, dst, workflow_id, job, run_id, t) for src in result.inputs for dst in outputs]
-            if edges:
-                conn.execute("INSERT INTO lineage_edges SELECT unnest($1::VARCHAR[]), unnest($2::VARCHAR[]), "
-                             "unnest($3::VARCHAR[]), unnest($4::VARCHAR[]), unnest($5::VARCHAR[]), "
-                             "unnest($6::VARCHAR[])", [list(c) for c in zip(*edges)])
+            insert_rows(conn, "lineage_edges", ("source", "target", "workflow_id", "job", "run_id", "at"),
+                        ("VARCHAR",) * 6, edges)
             col_edges = [(target, col, src, src_col, workflow_id, job, run_id)
                          for target, cols in result.column_lineage.items()
                          for col, sources in cols.items() for src, src_col in sources]
-            if col_edges:
-                conn.execute("INSERT INTO column_lineage SELECT unnest($1::VARCHAR[]), unnest($2::VARCHAR[]), "
-                             "unnest($3::VARCHAR[]), unnest($4::VARCHAR[]), unnest($5::VARCHAR[]), "
-                             "unnest($6::VARCHAR[]), unnest($7::VARCHAR[])", [list(c) for c in zip(*col_edges)])
+            insert_rows(conn, "column_lineage", ("target", "target_column", "source", "source_column",
+                                                 "workflow_id", "job", "run_id"), ("VARCHAR",) * 7, col_edges)
             self._insert_checks(conn, run_id, job, result.checks, t)
             for address, stats in result.profiles.items():
                 conn.execute("DELETE FROM column_profiles WHERE address = ?", [address])
