@@ -135,6 +135,20 @@ def test_a_python_file_change_alone_reruns_the_workflow(git_repo, state_dir):
     assert lake_rows(state_dir, "SELECT n FROM payments.made") == [(2,)]
 
 
+# a table written by `clean`, then checked by `checks` with the given quality checks
+CHECKED_DAG = """    - name: clean
+      stack: sql
+      spec:
+        inputs: [{{name: raw, dataset: "depot://raw/transactions"}}]
+        steps: [{{name: s, sql: "SELECT * FROM raw"}}]
+        outputs: [{{from: s, dataset: "lake://payments/checked"}}]
+    - name: checks
+      stack: quality
+      depends_on: [clean]
+      spec: {{dataset: "lake://payments/checked", checks: {checks}}}
+"""
+
+
 BAD_RUNS = {
     "sql that does not parse": ("""    - name: clean
       stack: sql
@@ -164,17 +178,8 @@ BAD_RUNS = {
       timeout: 1s
       spec: {command: "sleep 120"}
 """, "sh", r"(?i)timed out"),
-    "a quality check naming a missing column": ("""    - name: clean
-      stack: sql
-      spec:
-        inputs: [{name: raw, dataset: "depot://raw/transactions"}]
-        steps: [{name: s, sql: "SELECT * FROM raw"}]
-        outputs: [{from: s, dataset: "lake://payments/checked"}]
-    - name: checks
-      stack: quality
-      depends_on: [clean]
-      spec: {dataset: "lake://payments/checked", checks: [{not_null: [no_such_column]}]}
-""", "checks", r"no_such_column"),
+    "a quality check naming a missing column": (CHECKED_DAG.format(checks="[{not_null: [no_such_column]}]"),
+                                                "checks", r"no_such_column"),
 }
 
 
@@ -300,17 +305,7 @@ def test_logs_follow_a_running_workflow(git_repo, state_dir):
 
 def test_a_failed_quality_job_still_records_its_failing_checks(git_repo, state_dir):
     """Quality SLOs count failures: a check that failed the job must be in the catalog, not only in the log."""
-    dag = """    - name: clean
-      stack: sql
-      spec:
-        inputs: [{name: raw, dataset: "depot://raw/transactions"}]
-        steps: [{name: s, sql: "SELECT * FROM raw"}]
-        outputs: [{from: s, dataset: "lake://payments/checked"}]
-    - name: checks
-      stack: quality
-      depends_on: [clean]
-      spec: {dataset: "lake://payments/checked", checks: [{row_count: {min: 1000000}}, {not_null: [id]}]}
-"""
+    dag = CHECKED_DAG.format(checks="[{row_count: {min: 1000000}}, {not_null: [id]}]")
     git_repo.commit(repos.basic(**{"workflows/q.yaml": workflow_doc(dag, name="q")}))
     assert apply(git_repo, state_dir).code == 1
     r = run_cli("get", "catalog", "lake://payments/checked", "--state-dir", state_dir, "-o", "json")
