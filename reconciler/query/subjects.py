@@ -36,12 +36,15 @@ class Directory:
         if config is None:
             return cls.empty()
         from reconciler.daemon.config import read_user_token
+        from reconciler.engine.access_plan import InstanceSubjects
 
+        # who is who (users, groups, admins) is read once, for plans and for enforcement alike; only the
+        # tokens are this module's own
+        known = InstanceSubjects.from_config(config)
         env = os.environ if environ is None else environ
-        users = {name: (frozenset(u.groups), read_user_token(name, u, env)) for name, u in config.users.items()}
-        groups = config.groups or {}
-        admins = frozenset(name for name, g in groups.items() if g.admin)
-        return cls(users, admins, frozenset(groups))
+        users = {name: (frozenset(groups), read_user_token(name, config.users[name], env))
+                 for name, groups in known.users}
+        return cls(users, known.admin_groups, known.groups)
 
     def known_subjects(self) -> set[str]:
         return set(self._users) | set(self.groups)
