@@ -86,19 +86,24 @@ depot: {kind: file, path: data, format: parquet}
 
 
 def direct(data_dir: Path, lake: Path, jobs: int) -> float:
-    """The same statements, sequentially in one DuckDB connection: no runner, no records."""
+    """The same statements, sequentially in one DuckDB connection: no runner, no records.
+
+    Timed like the run's span: the lake file and its schema exist already (the workspace made them
+    before the run), the clock covers opening the file, the statements, and closing it (DuckDB's
+    checkpoint of the new tables), which the runner pays too."""
     con = duckdb.connect(str(lake))
     con.execute("CREATE SCHEMA IF NOT EXISTS bench")
+    con.close()
     started = time.perf_counter()
+    con = duckdb.connect(str(lake))
     con.execute(f"CREATE OR REPLACE TEMP VIEW raw AS SELECT * FROM read_parquet('{data_dir}/transactions.parquet')")
     for i in range(jobs):
         name, dataset, sql = job_sql(i)
         if name == "clean":
             con.execute("CREATE OR REPLACE TEMP VIEW clean AS SELECT * FROM bench.t0")
         con.execute(f"CREATE OR REPLACE TABLE bench.t{i} AS {sql}")
-    took = time.perf_counter() - started
     con.close()
-    return took
+    return time.perf_counter() - started
 
 
 def main() -> int:
