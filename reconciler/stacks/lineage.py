@@ -12,6 +12,7 @@ try:  # lineage is optional: without sqlglot every column maps to []
     import sqlglot
     from sqlglot import exp
     from sqlglot.lineage import lineage as _lineage
+    import sqlglot.dialects.duckdb  # noqa: F401 - the dialect of every trace: loaded with this module, not in a run
 except ImportError:  # pragma: no cover - depends on the environment
     sqlglot = None
 
@@ -60,7 +61,7 @@ def _trace(steps: list[tuple[str, str]], output_from: str, schemas: dict[str, di
     sources = {name: sql.strip().rstrip(";") for name, sql in steps}
     query = f"SELECT * FROM {exp.to_identifier(output_from).sql(dialect=DIALECT)}"
     try:
-        nodes = _lineage(None, query, schema=schemas, sources=sources, dialect=DIALECT)
+        nodes = _lineage(None, query, schema=schemas, sources=sources, dialect=DIALECT, trim_selects=False, copy=False)
     except Exception:  # noqa: BLE001 - an older sqlglot without column=None, or SQL it cannot qualify
         nodes = None
     if isinstance(nodes, dict):
