@@ -9,6 +9,9 @@ are database-wide, so they must be detached even when the cursor is closed).
 
 `write_output` writes a query's result into the job's workspace schema of the lake, one
 output per transaction so a failure leaves the old table as it was.
+
+pyarrow and psycopg are imported only by the readers that use them: a run of file and lake
+datasets does not pay for loading them.
 """
 from __future__ import annotations
 
@@ -22,11 +25,9 @@ import time
 import uuid
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Callable
 
 import duckdb
-import psycopg
-import pyarrow as pa
 
 from reconciler.core.ids import DEFAULT_WORKSPACE, make_id
 from reconciler.providers.depot import READERS, DepotError, _file_candidates, open_sqlite_read_only
@@ -203,14 +204,16 @@ def _read_duckdb(cur, ctx: JobContext, name: str, address: str, spec: dict, data
     return cur.execute(f"SELECT count(*) FROM {target}").fetchall()[0][0]
 
 
-def _register_arrow(cur, name: str, table: pa.Table) -> int:
+def _register_arrow(cur, name: str, table) -> int:
     cur.register(name, table)
     _on_release(cur, f"UNREGISTER {name}")
     return table.num_rows
 
 
-def _column(values: list, type_: pa.DataType | None) -> pa.Array:
+def _column(values: list, type_):
     """An arrow column from Python values: the declared type, else inferred, else text."""
+    import pyarrow as pa
+
     for attempt in ([type_] if type_ is not None else []) + [None]:
         try:
             return pa.array(values, type=attempt)
@@ -227,8 +230,10 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def _sqlite_type(declared: str) -> pa.DataType | None:
+def _sqlite_type(declared: str):
     # SQLite's affinity rules (https://sqlite.org/datatype3.html section 3.1); other affinities: infer
+    import pyarrow as pa
+
     upper = (declared or "").upper()
     if "INT" in upper:
         return pa.int64()
@@ -261,19 +266,26 @@ def _read_sqlite(cur, ctx: JobContext, name: str, address: str, spec: dict, data
         raise DatasetError(f"cannot read {address}: SQLite database {path}: {exc}", retryable=True) from None
     finally:
         conn.close()
+    import pyarrow as pa
+
     columns = list(zip(*rows)) if rows else [()] * len(declared)
     arrow = pa.table({col: _column(list(values), _sqlite_type(type_) or (pa.string() if not rows else None))
                       for (col, type_), values in zip(declared, columns)})
     return _register_arrow(cur, name, arrow)
 
 
-# PostgreSQL type OIDs -> arrow types; the rest is inferred from the values
-_PG_TYPES: dict[int, pa.DataType] = {
-    16: pa.bool_(), 20: pa.int64(), 21: pa.int16(), 23: pa.int32(), 26: pa.int64(), 700: pa.float32(),
-    701: pa.float64(), 25: pa.string(), 1043: pa.string(), 1042: pa.string(), 19: pa.string(), 18: pa.string(),
-    1082: pa.date32(), 1114: pa.timestamp("us"), 1184: pa.timestamp("us", tz="UTC"), 1083: pa.time64("us"),
-    17: pa.binary(),
-}
+def _pg_types() -> dict:
+    """PostgreSQL type OIDs -> arrow types; the rest is inferred from the values."""
+    import pyarrow as pa
+
+    return {
+        16: pa.bool_(), 20: pa.int64(), 21: pa.int16(), 23: pa.int32(), 26: pa.int64(), 700: pa.float32(),
+        701: pa.float64(), 25: pa.string(), 1043: pa.string(), 1042: pa.string(), 19: pa.string(), 18: pa.string(),
+        1082: pa.date32(), 1114: pa.timestamp("us"), 1184: pa.timestamp("us", tz="UTC"), 1083: pa.time64("us"),
+        17: pa.binary(),
+    }
+
+
 _PG_AS_TEXT = {2950, 114, 3802, 1186, 869, 650, 829}  # uuid, json, jsonb, interval, inet, cidr, macaddr
 
 
@@ -299,6 +311,9 @@ def _pg_password(ctx: JobContext, ref: Any) -> str | None:
 
 
 def _read_postgres(cur, ctx: JobContext, name: str, address: str, spec: dict, dataset: str) -> int:
+    import psycopg
+    import pyarrow as pa
+
     host = spec.get("host") or "localhost"
     port = int(spec.get("port") or 5432)
     database = spec.get("database") or "postgres"
@@ -338,13 +353,14 @@ def _read_postgres(cur, ctx: JobContext, name: str, address: str, spec: dict, da
     finally:
         conn.close()
     columns = list(zip(*rows)) if rows else [()] * len(description)
+    pg_types = _pg_types()
     arrays = {}
     for col, values in zip(description, columns):
         values = list(values)
         if col.type_code in _PG_AS_TEXT:
             arrays[col.name] = pa.array([None if v is None else _text(v) for v in values], type=pa.string())
             continue
-        type_ = _PG_TYPES.get(col.type_code)
+        type_ = pg_types.get(col.type_code)
         if col.type_code == 1700 and col.precision and col.precision <= 38:
             type_ = pa.decimal128(col.precision, col.scale or 0)
         arrays[col.name] = _column(values, type_ or (pa.string() if not values else None))
@@ -401,12 +417,19 @@ def _ensure_schema(cur, schema: str) -> None:
 
 
 def write_output(cur, ctx: JobContext, address: str, select_sql: str, mode: str,
-                 keys: list[str] | None) -> TableWritten:
+                 keys: list[str] | None, *, columns: list[tuple[str, str]] | None = None,
+                 alongside: Callable[[], Any] | None = None) -> TableWritten:
     """Write the rows of `select_sql` into the lake table `address`, atomically.
 
     TableWritten.row_count is the table's row count afterwards; `written_rows(result)` is how many
     rows this write inserted or replaced (for overwrite, both are the same). Raises DatasetError
-    for a user error; duckdb.InterruptException passes through (the old table is kept)."""
+    for a user error; duckdb.InterruptException passes through (the old table is kept).
+
+    `columns`: the select's (name, type), when the caller knows them: an overwrite's table then has
+    exactly these and is not described again. `alongside`: called just before the write's statement
+    runs, to start work on another thread while DuckDB writes (it releases the GIL then; started any
+    earlier, pure-Python work delays each short statement before it by up to the GIL's 5 ms switch
+    interval)."""
     scheme, workspace, table = parse_address(address)
     if scheme != "lake":
         raise DatasetError(f"cannot write {address}: outputs go to lake://{ctx.workspace}/TABLE")
@@ -421,19 +444,25 @@ def write_output(cur, ctx: JobContext, address: str, select_sql: str, mode: str,
                            "list the columns that identify a row, e.g. keys: [id]")
     target = f"{ident(workspace)}.{ident(table)}"
     _ensure_schema(cur, workspace)
+    start = alongside or (lambda: None)
     cur.begin()
     try:
         if mode == "overwrite":
+            start()
             written = _count(cur.execute(f"CREATE OR REPLACE TABLE {target} AS {select_sql}"))
         elif not _table_exists(cur, workspace, table):
             if mode == "merge":
-                _check_keys(describe_relation(cur, f"({select_sql})"), keys, address)
+                _check_keys(columns or describe_relation(cur, f"({select_sql})"), keys, address)
+            start()
             written = _count(cur.execute(f"CREATE TABLE {target} AS {select_sql}"))
         elif mode == "append":
+            start()
             written = _count(cur.execute(f"INSERT INTO {target} BY NAME {select_sql}"))
         else:
+            start()
             written = _merge(cur, address, target, select_sql, keys)
-        columns = describe_relation(cur, target)
+        # an overwrite's table has exactly the select's columns; append and merge keep the existing table's
+        columns = columns if mode == "overwrite" and columns else describe_relation(cur, target)
         # an overwrite's table holds exactly what was written; only append and merge need a count
         total = written if mode == "overwrite" else cur.execute(f"SELECT count(*) FROM {target}").fetchall()[0][0]
         cur.commit()

@@ -27,6 +27,45 @@ class Stopped(Exception):
     """The job passed its deadline or the run was cancelled (raised between statements)."""
 
 
+class _Monitor:
+    """The one thread behind every Watchdog of the process: every _POLL seconds it looks at each
+    running job's deadline and cancel flag. (A thread per job cost two thread handshakes per job, each
+    waiting for the GIL while other jobs run Python.) It ends when no job is watched."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._dogs: dict[int, "Watchdog"] = {}
+        self._thread: threading.Thread | None = None
+
+    def add(self, dog: "Watchdog") -> None:
+        with self._lock:
+            self._dogs[id(dog)] = dog
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="watchdog", daemon=True)
+                self._thread.start()
+
+    def remove(self, dog: "Watchdog") -> None:
+        with self._lock:
+            self._dogs.pop(id(dog), None)
+
+    def _loop(self) -> None:
+        while True:
+            time.sleep(_POLL)
+            with self._lock:
+                dogs = list(self._dogs.values())
+                if not dogs:
+                    self._thread = None
+                    return
+            for dog in dogs:
+                try:
+                    dog._look()
+                except Exception:  # noqa: BLE001 - a cursor closed meanwhile: the next look is the job's own
+                    pass
+
+
+_MONITOR = _Monitor()
+
+
 class Watchdog:
     """Interrupts the query running on `cur` once ctx.deadline passes or ctx.cancel is set, and keeps
     interrupting until stop(): an interrupt that lands between two statements is lost, so the
@@ -37,12 +76,11 @@ class Watchdog:
         self.cur = cur
         self.started = time.monotonic()
         self.reason: str | None = None  # "timeout" | "cancelled"
-        self._done = threading.Event()
+        self._done = False
         self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._watch, name=f"watchdog-{ctx.job}", daemon=True)
 
     def __enter__(self) -> "Watchdog":
-        self._thread.start()
+        _MONITOR.add(self)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -55,20 +93,19 @@ class Watchdog:
             return "timeout"
         return None
 
-    def _watch(self) -> None:
-        while not self._done.wait(_POLL):
-            self.reason = self.reason or self._due()
-            if self.reason:
-                with self._lock:
-                    if self._done.is_set():
-                        return
+    def _look(self) -> None:
+        """The monitor's look, every _POLL seconds while the job runs."""
+        self.reason = self.reason or self._due()
+        if self.reason:
+            with self._lock:
+                if not self._done:
                     self.cur.interrupt()
 
     def stop(self) -> None:
+        """No interrupt reaches the cursor once this returns."""
         with self._lock:
-            self._done.set()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join()
+            self._done = True
+        _MONITOR.remove(self)
 
     def check(self) -> None:
         self.reason = self.reason or self._due()
@@ -237,22 +274,29 @@ class SqlStack:
             source, address = output["from"], output["dataset"]
             mode = output.get("mode") or "overwrite"
             started = time.monotonic()
-            # column lineage (sqlglot, pure Python) is worked out on another thread while DuckDB writes
-            # (it releases the GIL): it no longer adds its ~10 ms to every job
-            lineage = _in_background(column_lineage, steps, dict(inputs), source,
-                                     [c for c, _ in describe_relation(cur, ident(source))], schemas)
+            columns = describe_relation(cur, ident(source))
+            # column lineage (sqlglot, pure Python) is worked out on another thread while DuckDB runs the
+            # write (it releases the GIL then): it does not add its few ms to the job
+            lineage = []
+
+            def trace(source=source, columns=columns, lineage=lineage):
+                lineage.append(_in_background(column_lineage, steps, dict(inputs), source,
+                                              [c for c, _ in columns], schemas))
             try:
                 written = write_output(cur, ctx, address, f"SELECT * FROM {ident(source)}", mode,
-                                       output.get("keys") or [])
+                                       output.get("keys") or [], columns=columns, alongside=trace)
             except DatasetError as exc:
-                lineage.result()
+                for pending in lineage:
+                    pending.result()
                 return fail(exc.message, exc.retryable)
             rows = written_rows(written)
             rows_out += rows
             result.outputs.append(written)
             ctx.log(f"output {address}: {rows} rows written ({mode}), {written.row_count} in the table, "
                     f"{time.monotonic() - started:.2f}s")
-            result.column_lineage[address] = lineage.result()
+            result.column_lineage[address] = (lineage[0].result() if lineage else
+                                              column_lineage(steps, dict(inputs), source, [c for c, _ in columns],
+                                                             schemas))
         result.rows_out = rows_out
         result.message = (f"{len(result.outputs)} output(s), {rows_out} rows written" if outputs
                           else f"{len(steps)} step(s) ran; no outputs")
