@@ -21,7 +21,6 @@ import time
 import traceback
 import uuid
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from functools import partial
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,6 +29,7 @@ from reconciler.core.ids import make_id
 from reconciler.core.resource import Resource
 from reconciler.providers.base import ApplyContext
 from reconciler.stacks.base import JobContext, JobResult
+from reconciler.store.runs import JobFinish, JobUpdate
 
 log = logging.getLogger("reconciler.runner")
 
@@ -102,12 +102,15 @@ class _Recorder:
     """A run's records, written by one thread in group commits, off the jobs' critical path.
 
     Each commit of the state database costs an fsync (15-50 ms with jobs running beside it); a job
-    used to pay two of them in line. Writes keep their order; `wait(ticket)` blocks until a write is
+    used to pay two of them in line. Whatever piles up while a batch commits goes into the next one,
+    written table by table for all of it (`Runs.write`), so the recorder does not fall behind jobs
+    that finish together. Writes keep their order; `wait(ticket)` blocks until a write is
     durable. A job starts only once its upstream jobs' results are (so a crash never re-runs a job
     whose dependents already ran), and the run is finished only once every write is."""
 
     def __init__(self, store):
         self.store = store
+        self.runs = store.runs
         self._cond = threading.Condition()
         self._items: list = []
         self._submitted = 0
@@ -117,10 +120,10 @@ class _Recorder:
         self._thread = threading.Thread(target=self._loop, name="run-recorder", daemon=True)
         self._thread.start()
 
-    def submit(self, fn) -> int:
+    def submit(self, item: "JobUpdate | JobFinish") -> int:
         with self._cond:
             self._submitted += 1
-            self._items.append(fn)
+            self._items.append(item)
             self._cond.notify_all()
             return self._submitted
 
@@ -149,12 +152,10 @@ class _Recorder:
                 items, self._items = self._items, []
             try:
                 try:
-                    with self.store.batch():
-                        for fn in items:
-                            fn()
+                    self.runs.write(items)  # one transaction, each table written once for all of them
                 except Exception:  # one bad write must not take the others with it: again, one by one
-                    for fn in items:
-                        fn()
+                    for item in items:
+                        self.runs.write([item])
             except BaseException as exc:
                 with self._cond:
                     self._error = exc
@@ -335,8 +336,7 @@ class WorkflowRunner:
                 for n, s in status.items():
                     if s == PENDING:
                         status[n] = CANCELLED
-                        recorder.submit(partial(runs.update_job, run_id, n, status=CANCELLED,
-                                                message="the run was stopped"))
+                        recorder.submit(JobUpdate(run_id, n, dict(status=CANCELLED, message="the run was stopped")))
         finally:
             # the lake's checkpoint on close (DuckDB, off the GIL) overlaps the recorder's last commits
             try:
@@ -400,8 +400,8 @@ class WorkflowRunner:
                 bad = [d for d in job.get("depends_on") or [] if status.get(d) in (FAILED, SKIPPED, CANCELLED)]
                 if bad:
                     status[name] = SKIPPED
-                    recorder.submit(partial(self.store.runs.update_job, run_id, name, status=SKIPPED,
-                                            message=f"skipped: upstream job '{bad[0]}' {status[bad[0]]}"))
+                    recorder.submit(JobUpdate(run_id, name, dict(
+                        status=SKIPPED, message=f"skipped: upstream job '{bad[0]}' {status[bad[0]]}")))
                     changed = True
 
     # -- a job -----------------------------------------------------------------------------
@@ -411,7 +411,6 @@ class WorkflowRunner:
         from reconciler.stacks.registry import BUILTIN, runtime_for
 
         name = job["name"]
-        runs = self.store.runs
         log_path = root / f"{name}.log"
         job_log = JobLog(log_path, masker)
         retry = job.get("retry") or {}
@@ -435,9 +434,9 @@ class WorkflowRunner:
         for n in range(count + 1):
             attempt = prior_attempts + n + 1
             started = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-            recorder.submit(partial(runs.update_job, run_id, name, status=RUNNING, attempts=attempt,
-                                    started_at=started, log_path=str(log_path),
-                                    message="retried after an interruption" if interrupted and n == 0 else None))
+            recorder.submit(JobUpdate(run_id, name, dict(
+                status=RUNNING, attempts=attempt, started_at=started, log_path=str(log_path),
+                message="retried after an interruption" if interrupted and n == 0 else None)))
             if _CRASH_AT == f"job:{workflow.id}/{name}":
                 recorder.wait()  # the fault injection crashes with what a crash at this point would have recorded
                 os.kill(os.getpid(), signal.SIGKILL)
@@ -475,18 +474,18 @@ class WorkflowRunner:
                 break
         column_tags = {o["dataset"]: o["column_tags"] for o in (job.get("spec") or {}).get("outputs") or []
                        if isinstance(o, dict) and o.get("column_tags") and o.get("dataset")}
-        ticket = recorder.submit(partial(runs.finish_job, run_id, workflow.id, name, result, attempts=attempt,
-                                         owner=workflow.spec.get("owner"), workspace=workflow.workspace,
-                                         tags=list(workflow.spec.get("tags") or []), column_tags=column_tags,
-                                         ended=datetime.now(timezone.utc).isoformat(timespec="milliseconds")))
+        ticket = recorder.submit(JobFinish(run_id, workflow.id, name, result, attempts=attempt,
+                                           owner=workflow.spec.get("owner"), workspace=workflow.workspace,
+                                           tags=list(workflow.spec.get("tags") or []), column_tags=column_tags,
+                                           ended=datetime.now(timezone.utc).isoformat(timespec="milliseconds")))
         return result, ticket
 
     def _job_failed(self, run_id: str, name: str, job_log: JobLog, message: str, attempts: int,
                     recorder: _Recorder) -> tuple[JobResult, int]:
         job_log(message)
-        ticket = recorder.submit(partial(self.store.runs.update_job, run_id, name, status=FAILED, attempts=attempts,
-                                         message=message,
-                                         ended_at=datetime.now(timezone.utc).isoformat(timespec="milliseconds")))
+        ticket = recorder.submit(JobUpdate(run_id, name, dict(
+            status=FAILED, attempts=attempts, message=message,
+            ended_at=datetime.now(timezone.utc).isoformat(timespec="milliseconds"))))
         return JobResult(False, message, retryable=False), ticket
 
     def _write_run_file(self, root: Path, run_id: str, workflow: Resource, status: str, message: str,

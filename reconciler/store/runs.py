@@ -1,12 +1,16 @@
 """Workflow runs and jobs, lineage, quality results and column profiles (`store.runs`).
 
-Run records are written as they happen, not batched: after a `kill -9` the next
-apply reads them to resume an interrupted run without running a finished job of
-the same commit again. Like catalog writes, they do not move the state serial.
+Run records are written as they happen: after a `kill -9` the next apply reads them
+to resume an interrupted run without running a finished job of the same commit again.
+The runner's recorder hands over whatever piled up while it committed the last batch
+(`write`): one transaction, and each table written once for all of it, so a batch of
+ten finished jobs costs about the statements of one. Like catalog writes, they do not
+move the state serial.
 """
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
@@ -21,25 +25,64 @@ RUN_COLUMNS = ("run_id", "workflow_id", "commit", "trigger_key", "trigger", "sta
                "ended_at", "rows_in", "rows_out", "resumed")
 JOB_COLUMNS = ("run_id", "job", "stack", "status", "attempts", "started_at", "ended_at", "rows_in", "rows_out",
                "message", "log_path", "external_id")
+_JOB_TYPES = {"stack": "VARCHAR", "status": "VARCHAR", "attempts": "INTEGER", "started_at": "VARCHAR",
+              "ended_at": "VARCHAR", "rows_in": "BIGINT", "rows_out": "BIGINT", "message": "VARCHAR",
+              "log_path": "VARCHAR", "external_id": "VARCHAR"}
+_CHECK_COLUMNS = ("run_id", "job", "dataset", "name", "check_type", "severity", "passed", "failing_rows", "sample",
+                  "message", "columns", "at")
+_CHECK_TYPES = ("VARCHAR",) * 6 + ("BOOLEAN", "BIGINT") + ("VARCHAR",) * 4
+
+
+@dataclass
+class JobUpdate:
+    """Set some columns of one job's row (status, attempts, started_at, message...)."""
+    run_id: str
+    job: str
+    values: dict
+
+
+@dataclass
+class JobFinish:
+    """A job's final record and what it found (see Runs.finish_job)."""
+    run_id: str
+    workflow_id: str
+    job: str
+    result: "JobResult"
+    attempts: int
+    owner: str | None
+    workspace: str
+    tags: list[str]
+    column_tags: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    ended: str | None = None
+
+
+def _q(column: str) -> str:
+    return f'"{column}"'
 
 
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
-def _inherited_tags(conn, column_lineage: dict) -> dict[str, dict[str, set[str]]]:
+def _inherited_tags(conn, column_lineage: dict, batch: dict[str, dict[str, set[str]]],
+                   looked_up: dict[str, dict[str, set[str]]]) -> dict[str, dict[str, set[str]]]:
     """Column tags follow the data: an output column carries the tags of every column it was computed
-    from (a `pii` card number stays `pii` after a CAST), so masks by tag keep holding downstream."""
-    sources = {(src, col) for cols in column_lineage.values() for srcs in cols.values() for src, col in srcs}
-    if not sources:
-        return {}
-    rows = conn.execute("SELECT address, name, tags FROM columns WHERE address IN (SELECT unnest($1::VARCHAR[]))",
-                        [sorted({s for s, _ in sources})]).fetchall()
-    known = {(a, n.lower()): json.loads(t) if t else [] for a, n, t in rows}
+    from (a `pii` card number stays `pii` after a CAST), so masks by tag keep holding downstream.
+    `batch`: the columns' tags of datasets written earlier in the same transaction (they replace what
+    the catalog held); `looked_up`: the catalog's, filled here for the addresses it lacks."""
+    sources = {src for cols in column_lineage.values() for srcs in cols.values() for src, _ in srcs}
+    missing = sorted(a for a in sources if a not in batch and a not in looked_up)
+    if missing:
+        for address in missing:
+            looked_up[address] = {}
+        rows = conn.execute("SELECT address, name, tags FROM columns WHERE list_contains($1::VARCHAR[], address) "
+                            "AND tags IS NOT NULL AND tags <> '[]'", [missing]).fetchall()
+        for a, n, t in rows:
+            looked_up[a][n.lower()] = set(json.loads(t))
     out: dict[str, dict[str, set[str]]] = {}
     for target, cols in column_lineage.items():
         for col, srcs in cols.items():
-            found = set().union(*(known.get((s, c.lower()), []) for s, c in srcs)) if srcs else set()
+            found = set().union(*((batch[s] if s in batch else looked_up[s]).get(c.lower(), ()) for s, c in srcs))
             if found:
                 out.setdefault(target, {})[col] = found
     return out
@@ -64,9 +107,9 @@ class Runs:
         with self._tx() as (conn, _):
             conn.execute(f"INSERT INTO runs ({_quoted(RUN_COLUMNS)}) VALUES (?, ?, ?, ?, ?, 'running', NULL, ?, NULL, "
                          "NULL, NULL, 0)", [run_id, workflow_id, commit, trigger_key, trigger, t])
-            for name, stack in jobs:
-                conn.execute(f"INSERT INTO jobs ({_quoted(JOB_COLUMNS)}) VALUES (?, ?, ?, 'pending', 0, NULL, NULL, "
-                             "NULL, NULL, NULL, NULL, NULL)", [run_id, name, stack])
+            insert_rows(conn, "jobs", ("run_id", "job", "stack", "status", "attempts"),
+                        ("VARCHAR", "VARCHAR", "VARCHAR", "VARCHAR", "INTEGER"),
+                        [(run_id, name, stack, "pending", 0) for name, stack in jobs])
 
     def resume_run(self, run_id: str) -> None:
         with self._tx() as (conn, _):
@@ -118,11 +161,8 @@ class Runs:
         return [dict(zip(JOB_COLUMNS, r)) for r in rows]
 
     def update_job(self, run_id: str, job: str, **values) -> None:
-        if not values:
-            return
-        sets = ", ".join(f'"{k}" = ?' for k in values)
-        with self._tx() as (conn, _):
-            conn.execute(f"UPDATE jobs SET {sets} WHERE run_id = ? AND job = ?", list(values.values()) + [run_id, job])
+        if values:
+            self.write([JobUpdate(run_id, job, values)])
 
     # ---- what a finished job found ---------------------------------------------------------
     def finish_job(self, run_id: str, workflow_id: str, job: str, result: "JobResult", *, attempts: int,
@@ -132,50 +172,107 @@ class Runs:
         quality results, profiles, the lake tables it wrote) in ONE transaction: a crash leaves either
         all of it or a job to run again. Lineage of a job replaces what the same job recorded before.
         `ended`: when the job really ended (it may be recorded a little later, in a group commit)."""
-        t = ended or now()
-        with self._tx() as (conn, _):
-            conn.execute('UPDATE jobs SET status = ?, attempts = ?, ended_at = ?, rows_in = ?, rows_out = ?, '
-                         'message = ?, external_id = ? WHERE run_id = ? AND job = ?',
-                         ["succeeded" if result.ok else "failed", attempts, t, result.rows_in, result.rows_out,
-                          result.message or None, result.external_id, run_id, job])
-            if not result.ok:
-                # a failed quality job still found something: its failing checks count against quality SLOs
-                self._insert_checks(conn, run_id, job, result.checks, t)
-                return
-            outputs = [o.address for o in result.outputs]
-            conn.execute("DELETE FROM lineage_edges WHERE workflow_id = ? AND job = ?", [workflow_id, job])
-            conn.execute("DELETE FROM column_lineage WHERE workflow_id = ? AND job = ?", [workflow_id, job])
-            edges = [(src, dst, workflow_id, job, run_id, t) for src in result.inputs for dst in outputs]
-            insert_rows(conn, "lineage_edges", ("source", "target", "workflow_id", "job", "run_id", "at"),
-                        ("VARCHAR",) * 6, edges)
-            col_edges = [(target, col, src, src_col, workflow_id, job, run_id)
-                         for target, cols in result.column_lineage.items()
-                         for col, sources in cols.items() for src, src_col in sources]
-            insert_rows(conn, "column_lineage", ("target", "target_column", "source", "source_column",
-                                                 "workflow_id", "job", "run_id"), ("VARCHAR",) * 7, col_edges)
-            self._insert_checks(conn, run_id, job, result.checks, t)
-            for address, stats in result.profiles.items():
-                conn.execute("DELETE FROM column_profiles WHERE address = ?", [address])
-                for s in stats:
-                    conn.execute("INSERT INTO column_profiles VALUES (?, ?, ?, ?, ?)",
-                                 [address, s.get("column"), json.dumps(s, default=str), run_id, t])
-            if result.outputs:
-                inherited = _inherited_tags(conn, result.column_lineage)
-                self._store.catalog.put_in(conn, workflow_id, [
-                    {"address": o.address, "kind": "lake", "workspace": workspace, "format": "table",
-                     "location": f"{workspace}.{o.address.rsplit('/', 1)[-1]}", "row_count": o.row_count,
-                     "tags": tags, "owner": owner, "last_run": run_id,
-                     "columns": [{"name": n, "type": ty,
-                                  "tags": sorted(set(inherited.get(o.address, {}).get(n, ()))
-                                                 | set((column_tags or {}).get(o.address, {}).get(n, ())))}
-                                 for n, ty in o.columns]} for o in result.outputs])
+        self.write([JobFinish(run_id, workflow_id, job, result, attempts, owner, workspace, tags,
+                              column_tags or {}, ended)])
+
+    def write(self, items: list[JobUpdate | JobFinish]) -> None:
+        """Job updates and finished jobs, in order, in one transaction (or in the caller's batch)."""
+        if items:
+            with self._tx() as (conn, _):
+                self._write(conn, items)
+
+    def _write(self, conn, items: list[JobUpdate | JobFinish]) -> None:
+        # each job row's columns as the items leave them, in order (a later value wins)
+        rows: dict[tuple[str, str], dict] = {}
+        finishes: list[tuple[JobFinish, str]] = []
+        for item in items:
+            if isinstance(item, JobFinish):
+                t = item.ended or now()
+                r = item.result
+                values = {"status": "succeeded" if r.ok else "failed", "attempts": item.attempts, "ended_at": t,
+                          "rows_in": r.rows_in, "rows_out": r.rows_out, "message": r.message or None,
+                          "external_id": r.external_id}
+                finishes.append((item, t))
+            else:
+                values = item.values
+            rows.setdefault((item.run_id, item.job), {}).update(values)
+        self._update_jobs(conn, rows)
+        if not finishes:
+            return
+        # a failed quality job still found something: its failing checks count against quality SLOs
+        insert_rows(conn, "quality_results", _CHECK_COLUMNS, _CHECK_TYPES, [
+            (f.run_id, f.job, c.dataset, c.name, c.check, c.severity, c.passed, c.failing_rows,
+             json.dumps(c.sample, default=str), c.message, json.dumps(c.columns), t)
+            for f, t in finishes for c in f.result.checks or ()])
+        done = {(f.workflow_id, f.job): (f, t) for f, t in finishes if f.result.ok}  # the last one of a job wins
+        if not done:
+            return
+        for table in ("lineage_edges", "column_lineage"):
+            for workflow_id in {w for w, _ in done}:
+                jobs = [j for w, j in done if w == workflow_id]
+                conn.execute(f"DELETE FROM {table} WHERE workflow_id = $1 AND list_contains($2::VARCHAR[], job)",
+                             [workflow_id, jobs])
+        edges, col_edges = [], []
+        for f, t in done.values():
+            outputs = [o.address for o in f.result.outputs]
+            edges += [(src, dst, f.workflow_id, f.job, f.run_id, t) for src in f.result.inputs for dst in outputs]
+            col_edges += [(target, col, src, src_col, f.workflow_id, f.job, f.run_id)
+                          for target, cols in f.result.column_lineage.items()
+                          for col, sources in cols.items() for src, src_col in sources]
+        insert_rows(conn, "lineage_edges", ("source", "target", "workflow_id", "job", "run_id", "at"),
+                    ("VARCHAR",) * 6, edges)
+        insert_rows(conn, "column_lineage", ("target", "target_column", "source", "source_column",
+                                             "workflow_id", "job", "run_id"), ("VARCHAR",) * 7, col_edges)
+        profiles = {address: (stats, f.run_id, t) for f, t in done.values()
+                    for address, stats in f.result.profiles.items()}
+        if profiles:
+            conn.execute("DELETE FROM column_profiles WHERE list_contains($1::VARCHAR[], address)", [list(profiles)])
+            insert_rows(conn, "column_profiles", ("address", "column_name", "stats", "run_id", "at"),
+                        ("VARCHAR",) * 5, [(address, s.get("column"), json.dumps(s, default=str), run_id, t)
+                                           for address, (stats, run_id, t) in profiles.items() for s in stats])
+        # the lake tables written, each job's in turn: a job's columns inherit the tags of the columns
+        # they come from, also of a table an earlier job of this batch wrote
+        written: dict[str, dict[str, set[str]]] = {}  # address -> column (lower case) -> tags, this batch
+        looked_up: dict[str, dict[str, set[str]]] = {}
+        by_owner: dict[str, list[dict]] = {}
+        for f, _ in done.values():
+            if not f.result.outputs:
+                continue
+            inherited = _inherited_tags(conn, f.result.column_lineage, written, looked_up)
+            datasets = []
+            for o in f.result.outputs:
+                columns = [{"name": n, "type": ty,
+                            "tags": sorted(set(inherited.get(o.address, {}).get(n, ()))
+                                           | set(f.column_tags.get(o.address, {}).get(n, ())))}
+                           for n, ty in o.columns]
+                written[o.address] = {c["name"].lower(): set(c["tags"]) for c in columns}
+                datasets.append({"address": o.address, "kind": "lake", "workspace": f.workspace, "format": "table",
+                                 "location": f"{f.workspace}.{o.address.rsplit('/', 1)[-1]}",
+                                 "row_count": o.row_count, "tags": f.tags, "owner": f.owner, "last_run": f.run_id,
+                                 "columns": columns})
+            by_owner.setdefault(f.workflow_id, []).extend(datasets)
+        for owner_id, datasets in by_owner.items():
+            self._store.catalog.put_in(conn, owner_id, datasets)
 
     @staticmethod
-    def _insert_checks(conn, run_id: str, job: str, checks, t: str) -> None:
-        for c in checks or ():
-            conn.execute("INSERT INTO quality_results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                         [run_id, job, c.dataset, c.name, c.check, c.severity, c.passed, c.failing_rows,
-                          json.dumps(c.sample, default=str), c.message, json.dumps(c.columns), t])
+    def _update_jobs(conn, rows: dict[tuple[str, str], dict]) -> None:
+        """One UPDATE for every group of rows that set the same columns."""
+        groups: dict[tuple[str, ...], list[tuple[tuple[str, str], dict]]] = {}
+        for key, values in rows.items():
+            if values:
+                groups.setdefault(tuple(values), []).append((key, values))
+        for columns, members in groups.items():
+            if len(members) == 1:
+                (run_id, job), values = members[0]
+                conn.execute(f"UPDATE jobs SET {', '.join(f'{_q(c)} = ?' for c in columns)} "
+                             "WHERE run_id = ? AND job = ?", [*values.values(), run_id, job])
+                continue
+            select = ", ".join(["unnest($1::VARCHAR[]) AS run_id", "unnest($2::VARCHAR[]) AS job"]
+                               + [f"unnest(${i}::{_JOB_TYPES.get(c, 'VARCHAR')}[]) AS {_q(c)}" for i, c in enumerate(columns, 3)])
+            conn.execute(f"UPDATE jobs SET {', '.join(f'{_q(c)} = v.{_q(c)}' for c in columns)} FROM "
+                         f"(SELECT {select}) AS v WHERE jobs.run_id = v.run_id AND jobs.job = v.job",
+                         [[k[0] for k, _ in members], [k[1] for k, _ in members]]
+                         + [[v[c] for _, v in members] for c in columns])
 
     def forget_workflow(self, workflow_id: str) -> None:
         with self._tx() as (conn, _):

@@ -1,0 +1,114 @@
+"""Run records written as the runner's recorder writes them: many items in one transaction must leave
+exactly what writing them one at a time leaves (real state files, compared table by table)."""
+from __future__ import annotations
+
+import pytest
+
+from reconciler.stacks.base import CheckResult, JobResult, TableWritten
+from reconciler.store.runs import JobFinish, JobUpdate
+from reconciler.store.state import StateStore
+
+WF = "workflow:shop/orders"
+TABLES = {
+    "jobs": "run_id, job, stack, status, attempts, started_at, ended_at, rows_in, rows_out, message, log_path, "
+            "external_id",
+    "lineage_edges": "source, target, workflow_id, job, run_id, \"at\"",
+    "column_lineage": "target, target_column, source, source_column, workflow_id, job, run_id",
+    "quality_results": "run_id, job, dataset, name, check_type, severity, passed, failing_rows, sample, message, "
+                       "columns, \"at\"",
+    "column_profiles": "address, column_name, stats, run_id, \"at\"",
+    "datasets": "address, kind, owner_resource, workspace, format, location, row_count, tags, owner, last_run",
+    "columns": "address, name, type, ordinal, tags",
+}
+
+
+def _finish(job, result, ended="2026-01-01T00:00:01.000+00:00", column_tags=None):
+    return JobFinish("run-2", WF, job, result, attempts=1, owner="team", workspace="shop", tags=["gold"],
+                     column_tags=column_tags or {}, ended=ended)
+
+
+def _items():
+    clean = JobResult(True, "1 output(s)", rows_in=10, rows_out=8, inputs=["depot://raw/orders"],
+                      outputs=[TableWritten("lake://shop/clean", [("id", "BIGINT"), ("card", "VARCHAR")], 8)],
+                      column_lineage={"lake://shop/clean": {"id": [("depot://raw/orders", "id")],
+                                                            "card": [("depot://raw/orders", "card")]}})
+    # reads the table `clean` wrote in the same batch: its `card` column inherits `pii` from there
+    rollup = JobResult(True, "1 output(s)", rows_in=8, rows_out=2, inputs=["lake://shop/clean"],
+                       outputs=[TableWritten("lake://shop/rollup", [("card", "VARCHAR"), ("n", "BIGINT")], 2)],
+                       column_lineage={"lake://shop/rollup": {"card": [("lake://shop/clean", "card")], "n": []}})
+    checks = [CheckResult("not_null(id)", "not_null", "lake://shop/clean", "error", False, 2,
+                          [{"id": None}], "2 rows", ["id"]),
+              CheckResult("row_count(min=1)", "row_count", "lake://shop/clean", "warn", True)]
+    failed_quality = JobResult(False, "1 check failed", checks=checks, retryable=False)
+    profile = JobResult(True, "profiled", inputs=["lake://shop/clean"],
+                        profiles={"lake://shop/clean": [{"column": "id", "nulls": 0}, {"column": "card", "nulls": 1}]})
+    return [
+        JobUpdate("run-2", "clean", {"status": "running", "attempts": 1, "started_at": "t0", "log_path": "c.log",
+                                     "message": None}),
+        JobUpdate("run-2", "quality", {"status": "running", "attempts": 1, "started_at": "t0", "log_path": "q.log",
+                                       "message": "retried after an interruption"}),
+        _finish("clean", clean, column_tags={"lake://shop/clean": {"id": ["key"]}}),
+        JobUpdate("run-2", "rollup", {"status": "running", "attempts": 2, "started_at": "t1", "log_path": "r.log",
+                                      "message": None}),
+        _finish("quality", failed_quality),
+        _finish("rollup", rollup),
+        _finish("profile", profile),
+        JobUpdate("run-2", "skipped", {"status": "skipped", "message": "skipped: upstream job 'x' failed"}),
+    ]
+
+
+def _store(path):
+    store = StateStore.open(path)
+    # a catalog and lineage from before: the depot's `card` is pii, the old run's lineage of `clean` goes
+    store.catalog.replace_owner_datasets("depot:raw", [{
+        "address": "depot://raw/orders", "kind": "file", "columns": [{"name": "id", "type": "BIGINT", "tags": []},
+                                                                      {"name": "CARD", "type": "VARCHAR",
+                                                                       "tags": ["pii"]}]}])
+    store.runs.start_run("run-1", WF, "c1", "k1", "apply", [("clean", "sql")])
+    store.runs.finish_job("run-1", WF, "clean", JobResult(
+        True, "old", inputs=["depot://raw/old"], outputs=[TableWritten("lake://shop/clean", [("x", "INT")], 1)],
+        column_lineage={"lake://shop/clean": {"x": [("depot://raw/old", "x")]}}), attempts=1, owner=None,
+        workspace="shop", tags=[], ended="2025-12-31T00:00:00.000+00:00")
+    store.runs.start_run("run-2", WF, "c2", "k2", "apply",
+                         [("clean", "sql"), ("quality", "quality"), ("rollup", "sql"), ("profile", "profile"),
+                          ("skipped", "sql")])
+    return store
+
+
+def _dump(store):
+    conn = store._conn
+    return {t: sorted(map(repr, conn.execute(f"SELECT {cols} FROM {t}").fetchall())) for t, cols in TABLES.items()}
+
+
+@pytest.mark.parametrize("split", [1, 3])
+def test_a_batch_leaves_what_one_write_at_a_time_leaves(tmp_path, split):
+    one_by_one = _store(tmp_path / "a")
+    for item in _items():
+        one_by_one.runs.write([item])
+    batched = _store(tmp_path / "b")
+    items = _items()
+    for i in range(0, len(items), len(items) // split + 1):
+        batched.runs.write(items[i:i + len(items) // split + 1])
+    expected, got = _dump(one_by_one), _dump(batched)
+    for table in TABLES:
+        assert got[table] == expected[table], table
+    # and what that is: the old lineage of `clean` replaced, tags followed the data, the failed
+    # quality job's checks kept, the job rows as the last write left them
+    jobs = {r[0]: r[1:] for r in batched._conn.execute(
+        "SELECT job, status, attempts, message, log_path, started_at FROM jobs WHERE run_id = 'run-2'").fetchall()}
+    assert jobs["clean"] == ("succeeded", 1, "1 output(s)", "c.log", "t0")
+    assert jobs["quality"] == ("failed", 1, "1 check failed", "q.log", "t0")
+    assert jobs["rollup"] == ("succeeded", 1, "1 output(s)", "r.log", "t1")
+    assert jobs["skipped"] == ("skipped", 0, "skipped: upstream job 'x' failed", None, None)
+    assert batched.runs.column_lineage("lake://shop/clean") == [
+        {"target": "lake://shop/clean", "target_column": "card", "source": "depot://raw/orders",
+         "source_column": "card", "workflow_id": WF, "job": "clean"},
+        {"target": "lake://shop/clean", "target_column": "id", "source": "depot://raw/orders",
+         "source_column": "id", "workflow_id": WF, "job": "clean"}]
+    tags = {(c["address"], c["name"]): c["tags"] for cols in batched.catalog.all_columns().values() for c in cols}
+    assert tags[("lake://shop/clean", "card")] == ["pii"] and tags[("lake://shop/clean", "id")] == ["key"]
+    assert tags[("lake://shop/rollup", "card")] == ["pii"] and tags[("lake://shop/rollup", "n")] == []
+    assert [q["name"] for q in batched.runs.quality(run_id="run-2")] == ["not_null(id)", "row_count(min=1)"]
+    assert [p["column"] for p in batched.runs.profiles("lake://shop/clean")] == ["card", "id"]
+    one_by_one.close()
+    batched.close()
