@@ -15,8 +15,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Iterable, Protocol
 
-import pathspec
-
 from .diagnostics import Diagnostic, error
 from .documents import Document, FileResult, Source
 from .yamlload import DEFAULT_MAX_BYTES, check_size, parse_file
@@ -27,6 +25,8 @@ YAML_SUFFIXES = (".yaml", ".yml")
 
 
 class ParseCache(Protocol):
+    """Parsed files by blob id (store/doccache.py); it may also offer `prefetch(blob_ids)`."""
+
     def get(self, blob_id: str) -> FileResult | None: ...
 
     def put(self, blob_id: str, result: FileResult) -> None: ...
@@ -52,6 +52,8 @@ class IgnoreRules:
     git never looks inside an excluded directory, so nothing under it can be re-included."""
 
     def __init__(self, lines: Iterable[str]):
+        import pathspec  # only for a repository that has ignore rules
+
         self._spec = pathspec.GitIgnoreSpec.from_lines(list(lines))
         self._dirs: dict[str, bool] = {}
 
@@ -138,8 +140,12 @@ def load(source: Source, paths: list[str] | None = None, cache: ParseCache | Non
     """Parse every selected YAML file of `source`. Results may come from `cache`
     and be shared with it: treat documents' data as read-only."""
     result = LoadResult()
+    selected = select_files(source, paths)
+    prefetch = getattr(cache, "prefetch", None)
+    if prefetch is not None:  # one read of the cache for a large load, not one per file
+        prefetch([blob_id for _, blob_id in selected])
     with gc_paused():
-        for path, blob_id in select_files(source, paths):
+        for path, blob_id in selected:
             file_result = _load_file(source, path, blob_id, cache, max_bytes)
             result.files[path] = file_result
             result.diagnostics.extend(file_result.diagnostics)

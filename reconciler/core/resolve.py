@@ -109,6 +109,7 @@ class Resolver:
         self._policy_errors: frozenset = frozenset()
         self._failed_policies: dict[str, Resource] = {}
         self._policy_warnings: list[Diagnostic] = []
+        self.replaced: dict[str, Resource] = {}  # the last update's resources as they were before it
 
     # -- diagnostics -------------------------------------------------------------------------
     def _place(self, d: Diagnostic, doc: _Doc) -> Diagnostic:
@@ -139,6 +140,9 @@ class Resolver:
         self.out.member_files = self._member_files(documents)
         docs = [_Doc(d.data, d.file, d.index, d.line, memo_key=(d.blob_id, d.index) if d.blob_id else None)
                 for d in documents if d.file not in self.out.member_files]
+        prefetch = getattr(self.memo, "prefetch", None)
+        if prefetch is not None:  # one read of a persistent memo for the whole load
+            prefetch([doc.memo_key for doc in docs if doc.memo_key is not None])
         for doc in docs:
             self._add_document(doc)
         self._link()
@@ -455,6 +459,7 @@ class Resolver:
             recheck |= old_spec["type"] in POLICY_SHAPING and old_spec != v.spec \
                 or _policy_facts(old_spec, checked) != _policy_facts(v.spec, checked)
         before = {rid: set(out.resources[rid].depends_on) for rid in old_ids}
+        self.replaced = {rid: out.resources[rid] for rid in old_ids}
         for rid in old_ids:
             del out.resources[rid], self._origin[rid], self._validated[rid]
         out.diagnostics = [d for d in out.diagnostics if d.file not in paths]
@@ -471,6 +476,91 @@ class Resolver:
         for rid in old_ids:
             self._by_file.setdefault(self._origin[rid].file, set()).add(rid)
         return True
+
+    # -- snapshots (engine/warm.py persists them so a fresh process can update instead of resolving) ----
+    def export_state(self) -> tuple:
+        """Everything `update` needs, as plain data (tuples, sets, dicts, strings): the resolution, where each
+        resource came from, what linking found. Specs are not included: a restored resolver reads them
+        from the validation memo by their keys when something asks (inline bundle members carry theirs)."""
+        out = self.out
+        in_failed = set(self._failed_policies)
+        rows = []
+        for rid, doc in self._origin.items():
+            r = out.resources.get(rid) or self._failed_policies.get(rid)
+            if r is None:  # dropped for a bad reference or a cycle: only its place is kept
+                rows.append((rid, 0, doc.file, doc.doc_index, doc.line, tuple(doc.prefix), doc.bundle, doc.member_key,
+                             doc.memo_key, None))
+                continue
+            where = 1 if rid in out.resources else 2 if rid in in_failed else 0
+            spec = r.spec if doc.memo_key is None else None
+            rows.append((rid, where, doc.file, doc.doc_index, doc.line, tuple(doc.prefix), doc.bundle, doc.member_key,
+                         doc.memo_key, (r.type, r.name, r.workspace, r.hash, r.prune, frozenset(r.depends_on), spec)))
+        known, writers = self._links
+        warnings = {id(d) for d in self._policy_warnings}
+        return (
+            STATE_VERSION, tuple(rows), tuple(out.order),
+            tuple(_diag_data(d) for d in out.diagnostics),
+            tuple(i for i, d in enumerate(out.diagnostics) if id(d) in warnings),
+            frozenset(out.invalid_ids), frozenset(out.broken_files), frozenset(out.member_files),
+            frozenset(known), {t: frozenset(ids) for t, ids in writers.items()},
+            self._policy_errors, dict(self.prior_files),
+            None if self.known_subjects is None else frozenset(self.known_subjects),
+        )
+
+    @classmethod
+    def from_state(cls, state: tuple, source: Source, locator: Locator, *, memo, parse_member=None, blob_of=None,
+                   known_subjects: frozenset[str] | None = None) -> "Resolver | None":
+        """A resolver that `update`s exactly as the one that exported `state` would; None when `state` was
+        written by other code or for other subjects."""
+        if not state or state[0] != STATE_VERSION:
+            return None
+        (_, rows, order, diags, warning_idx, invalid_ids, broken_files, member_files, known, writers,
+         policy_errors, prior_files, subjects) = state
+        if subjects != (None if known_subjects is None else frozenset(known_subjects)):
+            return None
+        self = cls(source, locator, prior_files, parse_member=parse_member, memo=memo, blob_of=blob_of,
+                   known_subjects=known_subjects)
+        out = self.out
+        origin_rows: dict[str, tuple] = {}
+        by_file: dict[str, set[str]] = {}
+        memo_keys: dict[str, tuple] = {}
+        for rid, where, file, doc_index, line, prefix, bundle, member_key, memo_key, res in rows:
+            origin_rows[rid] = (file, doc_index, line, prefix, bundle, member_key, memo_key)
+            by_file.setdefault(file, set()).add(rid)
+            if memo_key is not None:
+                memo_keys[rid] = memo_key
+            if res is None:
+                continue
+            type_, name, workspace, hash_, prune, depends_on, spec = res
+            r = RestoredResource.make(rid, type_, name, workspace, file, doc_index, line, set(depends_on), prune,
+                                      bundle, hash_, spec, self._spec_loader(memo_key))
+            if where == 1:
+                out.resources[rid] = r
+            elif where == 2:
+                self._failed_policies[rid] = r
+        self._origin = _RestoredOrigins(origin_rows)
+        self._validated = _RestoredValidations(memo_keys, memo)
+        self._by_file = by_file
+        out.order = list(order)
+        out.diagnostics = [Diagnostic(*d) for d in diags]
+        self._policy_warnings = [out.diagnostics[i] for i in warning_idx]
+        out.invalid_ids, out.broken_files, out.member_files = set(invalid_ids), set(broken_files), set(member_files)
+        self._links = (set(known), {t: set(ids) for t, ids in writers.items()})
+        self._policy_errors = policy_errors
+        self.files = {}
+        return self
+
+    def _spec_loader(self, memo_key):
+        if memo_key is None:
+            return None
+        memo = self.memo
+
+        def load() -> dict:
+            v = memo.get(memo_key) if memo is not None else None
+            if v is None:
+                raise SnapshotMiss(f"validation result {memo_key!r} is no longer cached")
+            return v.spec
+        return load
 
     def _ref_target(self, r: Resource, ref, known: set[str], writers: dict, doc: _Doc):
         """The resource id a reference depends on; None for no edge; False when the reference is an error."""
@@ -619,6 +709,84 @@ def _has(raw_section, i) -> bool:
         return isinstance(raw_section["resources"][i]["spec"], dict)
     except (KeyError, IndexError, TypeError):
         return False
+
+
+# Bump when what export_state writes changes meaning: older snapshots are then ignored.
+STATE_VERSION = 1
+
+
+class SnapshotMiss(LookupError):
+    """A restored resolver needed a cached validation result that is gone: resolve everything again."""
+
+
+def _diag_data(d: Diagnostic) -> tuple:
+    return (d.severity, d.message, d.file, d.line, d.col, d.hint, d.path, d.doc_index)
+
+
+class RestoredResource(Resource):
+    """A resource restored from a snapshot: its spec is read from the validation memo on first use (a
+    one-file plan of 10,000 resources looks at one spec)."""
+
+    @classmethod
+    def make(cls, rid, type_, name, workspace, file, doc_index, line, depends_on, prune, bundle, hash_, spec, loader):
+        r = object.__new__(cls)
+        r.__dict__.update(id=rid, type=type_, name=name, workspace=workspace, _spec=spec, _loader=loader, file=file,
+                          doc_index=doc_index, line=line, depends_on=depends_on, prune=prune, bundle=bundle,
+                          hash=hash_)
+        return r
+
+    @property
+    def spec(self) -> dict:
+        d = self.__dict__
+        spec = d.get("_spec")
+        if spec is None and d.get("_loader") is not None:
+            spec = d["_spec"] = d["_loader"]()
+        return spec
+
+    @spec.setter
+    def spec(self, value: dict) -> None:
+        self.__dict__["_spec"] = value
+
+
+class _RestoredOrigins(dict):
+    """id -> _Doc, built from the snapshot's rows on first use."""
+
+    def __init__(self, rows: dict[str, tuple]):
+        super().__init__()
+        self._rows = rows
+
+    def __missing__(self, rid: str) -> _Doc:
+        file, doc_index, line, prefix, bundle, member_key, memo_key = self._rows[rid]
+        doc = self[rid] = _Doc(None, file, doc_index, line, tuple(prefix), bundle, member_key, memo_key)
+        return doc
+
+    def __contains__(self, rid) -> bool:
+        return dict.__contains__(self, rid) or rid in self._rows
+
+    def __delitem__(self, rid: str) -> None:
+        self._rows.pop(rid, None)
+        dict.pop(self, rid, None)
+
+
+class _RestoredValidations(dict):
+    """id -> Validated, read from the validation memo on first use."""
+
+    def __init__(self, keys: dict[str, tuple], memo):
+        super().__init__()
+        self._keys = keys
+        self._memo = memo
+
+    def __missing__(self, rid: str) -> Validated:
+        key = self._keys.get(rid)
+        v = self._memo.get(key) if key is not None and self._memo is not None else None
+        if not isinstance(v, Validated):
+            raise SnapshotMiss(f"validation result of {rid} is no longer cached")
+        self[rid] = v
+        return v
+
+    def __delitem__(self, rid: str) -> None:
+        self._keys.pop(rid, None)
+        dict.pop(self, rid, None)
 
 
 def resolve(source: Source, locator: Locator, files: dict, documents: list[Document], prior_ids=frozenset(),

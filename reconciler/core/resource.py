@@ -4,10 +4,10 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class Ref:
+class Ref(NamedTuple):
     """Something a resource's spec points at, found by its model's `refs()`.
 
     kind:
@@ -25,8 +25,7 @@ class Ref:
     path: tuple = ()
 
 
-@dataclass(frozen=True)
-class JobSpec:
+class JobSpec(NamedTuple):
     """A job whose `spec` must be checked against a custom stack's or operator's JSON Schema."""
 
     runtime_kind: str  # "stack" | "operator"

@@ -21,6 +21,7 @@ from reconciler.core.record import Record
 if TYPE_CHECKING:  # pragma: no cover
     from reconciler.core.resolve import Resolution
     from reconciler.engine.access_plan import InstanceSubjects
+    from reconciler.engine.warm import WarmPlanner
 
 
 @dataclass
@@ -70,48 +71,27 @@ def open_source(target: Target):
 
 
 def load_desired(target: Target, records: dict[str, Record] | None = None, source=None) -> Desired:
-    from reconciler.core.loader import gc_paused
-    from reconciler.store.doccache import DocCache
+    """Everything at the target, parsed, validated and resolved, with what linking it found. A snapshot of
+    an earlier resolve of this repository (engine/warm.py) makes a fresh process read only what changed."""
+    return _desired(target, records or {}, source or open_source(target))[0]
 
-    source = source or open_source(target)
-    cache = DocCache(Path(target.state_dir))
+
+def _desired(target: Target, records: dict[str, Record], source) -> "tuple[Desired, WarmPlanner]":
+    from reconciler.core.loader import gc_paused
+    from reconciler.engine.warm import WarmPlanner
+
+    known = target.subjects.known_for_validation() if target.subjects else None
+    warm = WarmPlanner(Path(target.state_dir), target.paths, known)
     # Loading allocates millions of long-lived objects and no garbage cycles: the cyclic GC would
     # rescan them on every allocation burst (~1.5 s of a 10,000-file validate), so it pauses, and
     # what was built is frozen out of later collections.
     with gc_paused():
-        desired = _load_desired(target, source, cache, records)
+        if hasattr(source, "tree"):
+            warm.restore(source)
+        resolution = warm.resolution(source, records)
+        warm.save()
         gc.freeze()  # before the GC is on again, or its first pass scans everything built here
-    return desired
-
-
-def _load_desired(target: Target, source, cache, records) -> Desired:
-    from reconciler.core.loader import load
-    from reconciler.core.resolve import resolve
-    from reconciler.core.yamlload import YamlLocator, parse_file
-
-    result = load(source, target.paths, cache=cache)
-    records = records or {}
-
-    def parse_member(path: str):
-        return parse_file(path, source.read(path), "")
-
-    blobs: dict[str, str] = {}
-
-    def blob_of(path: str) -> str | None:
-        if not blobs:
-            blobs.update(source.list_files())
-        return blobs.get(path)
-
-    resolution = resolve(source, YamlLocator(source.read), result.files, result.documents,
-                         prior_ids={k: r.file or "" for k, r in records.items()}, prior_specs={k: r.spec for k, r in records.items()
-                                                  if r.type in ("stack", "operator") and r.spec},  # runtimes only
-                         parse_member=parse_member, memo=cache.validation_memo(), blob_of=blob_of,
-                         known_subjects=target.subjects.known_for_validation() if target.subjects else None)
-    # the loader's own diagnostics (ignore rules, limits) that belong to no loaded file
-    file_diags = {id(d) for fr in result.files.values() for d in fr.diagnostics}
-    resolution.diagnostics.extend(d for d in result.diagnostics if id(d) not in file_diags)
-    cache.save()  # a cache that cannot be written is skipped
-    return Desired(source, result, resolution)
+    return Desired(source, warm.last_load, resolution), warm
 
 
 def read_records(state_dir: Path) -> tuple[dict[str, Record], int]:
@@ -194,9 +174,14 @@ def base_records(target: Target, base_ref: str) -> dict[str, Record]:
     """The state a preview plans against: everything at `base_ref`, as if applied."""
     from reconciler.core.record import READY
 
+    from reconciler.store.recordcache import LazyRecord
+
     base = load_desired(Target(target.repo, base_ref, target.state_dir, target.paths))
-    return {rid: Record(id=rid, type=r.type, name=r.name, workspace=r.workspace, spec=r.spec, hash=r.hash,
-                        phase=READY, file=r.file, depends_on=sorted(r.depends_on), prune=r.prune, bundle=r.bundle)
+    # specs are read when the plan looks at them (resources restored from a snapshot read theirs on use)
+    return {rid: LazyRecord.of(lambda r=r: r.spec, id=rid, type=r.type, name=r.name, workspace=r.workspace,
+                               hash=r.hash, phase=READY, message="", commit=None, file=r.file,
+                               depends_on=sorted(r.depends_on), prune=r.prune, bundle=r.bundle, outputs={},
+                               created_at=None, updated_at=None, applied_at=None, target_hash=None)
             for rid, r in base.resolution.resources.items()}
 
 
@@ -223,16 +208,44 @@ def make_plan(target: Target, *, base: str | None = None, max_prune: int = 10, a
     if base:
         records, serial = base_records(target, base), 0
     else:
-        records, serial = read_records(Path(target.state_dir))
-    desired = load_desired(target, records, source=source)
+        records, serial = current_records(Path(target.state_dir))
+    desired, warm = _desired(target, records, source)
+    if warm.resolver is not None:
+        _known_specs(records, warm.resolver.replaced)
     plan = plan_(desired.resolution, records, commit=source.commit, source=source_label(target),
                  serial=serial, max_prune=max_prune, allow_prune=allow_prune, created_at=now_iso())
     plan.base = base
     plan.access = _access(plan, records, desired.resolution, target)
     memo.put(key, plan.to_json())
     if not base:
-        plan.origin = (desired.resolution, options)
+        plan.origin = (desired.resolution, options, warm)
     return plan, desired.diagnostics
+
+
+def _known_specs(records: dict[str, Record], replaced: dict) -> None:
+    """A changed resource's recorded spec, when it is the spec the resource had before the change (same hash),
+    is taken from there: a remembered record would read it from the state database (~0.1 s to open)."""
+    from reconciler.store.recordcache import LazyRecord
+
+    for rid, old in replaced.items():
+        rec = records.get(rid)
+        if isinstance(rec, LazyRecord) and "_spec" not in rec.__dict__ and rec.hash and rec.hash == old.hash:
+            rec.spec = old.spec
+
+
+def current_records(state_dir: Path) -> tuple[dict[str, Record], int]:
+    """The recorded resources and the state serial: remembered from the last read while the state file
+    is unchanged (store/recordcache.py), else read (and remembered)."""
+    from reconciler.store import recordcache
+    from reconciler.store.doccache import DocCache
+
+    cache = DocCache(state_dir)
+    hit = recordcache.remembered(cache, state_dir)
+    if hit is not None:
+        return hit
+    records, serial = read_records(state_dir)
+    recordcache.remember(cache, state_dir, records, serial)
+    return records, serial
 
 
 def _access(plan: Plan, records: dict[str, Record], resolution: "Resolution", target: Target) -> list[dict]:
@@ -303,12 +316,17 @@ def _remember_next_plan(target: Target, plan: Plan, source, records: dict, seria
     from reconciler.core.planner import make_plan as plan_
     from reconciler.store.planmemo import PlanMemo
 
-    resolution, options = plan.origin
+    from reconciler.store import recordcache
+
+    resolution, options, warm = plan.origin
     following = plan_(resolution, records, commit=plan.commit, source=plan.source, serial=serial,
                       max_prune=options["max_prune"], allow_prune=options["allow_prune"], created_at=now_iso())
     following.access = _access(following, records, resolution, target)
     memo = PlanMemo(Path(target.state_dir))
     memo.put(memo.key(source, target.paths, Path(target.state_dir), **options), following.to_json())
+    # the next process plans from these: the records just written and the resolution just applied
+    recordcache.remember(warm.cache, Path(target.state_dir), records, serial)
+    warm.save()
 
 
 def ids_in_file(path: Path) -> list[str]:

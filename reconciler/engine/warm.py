@@ -1,47 +1,63 @@
-"""The warm planner: a long-lived process (the daemon) plans a new commit by reading only what changed.
+"""The warm planner: plan a new commit by reading only what changed since a resolved one.
 
-It keeps the last load and resolution in memory. For a new commit it diffs the two
-trees by blob id, parses and validates only the changed files, and lets the
-resolver re-link only their resources when their ids, written tables and
-dependencies stay the same (the graph order is then reused as is). Anything
-wider (ids added or removed, bundles, stacks, operators, ignore rules, broken
-files) falls back to a full resolve, which still reuses every cached parse and
-validation. Either way the planner then compares hashes, and deepdiff only runs
-on specs whose hash changed.
+It keeps the last resolution. For a new commit it diffs the two trees by blob id,
+parses and validates only the changed files, and lets the resolver re-link only
+their resources when their ids, written tables and dependencies stay the same
+(the graph order is then reused as is). Anything wider (ids added or removed,
+bundles, stacks, operators, ignore rules, broken files) falls back to a full
+resolve, which still reuses every cached parse and validation. Either way the
+planner then compares hashes, and deepdiff only runs on specs whose hash changed.
+
+The daemon keeps one in memory. A fresh CLI process gets the same reaction from a
+snapshot: after a full resolve the resolver's state (no specs, no parsed data:
+those stay in the document cache, read by key when something asks) is saved in
+the state dir's cache, and the next `plan` or `validate` of another commit of the
+same repository restores it and updates it with the changed files only.
 """
 from __future__ import annotations
 
+import hashlib
+import marshal
 from pathlib import Path
 
 from reconciler.core.loader import IGNORE_FILE, LoadResult, gc_paused, load, load_file, load_ignore_rules, wanted
 from reconciler.core.plan import Plan
 from reconciler.core.planner import make_plan
 from reconciler.core.record import Record
-from reconciler.core.resolve import Resolution, Resolver
+from reconciler.core.resolve import Resolution, Resolver, SnapshotMiss
 from reconciler.core.yamlload import YamlLocator, parse_file
 from reconciler.store.doccache import DocCache
+
+SNAPSHOT_VERSION = 1
+# A snapshot is saved again once the commits it is updated to differ from it in this many files.
+RESAVE_AFTER_FILES = 64
 
 
 class WarmPlanner:
     def __init__(self, state_dir: Path, paths: list[str] | None = None,
-                 known_subjects: frozenset[str] | None = None):
+                 known_subjects: frozenset[str] | None = None, cache: DocCache | None = None):
         self.paths = paths
         self.known_subjects = known_subjects  # the instance's users and groups, for policies' subjects
-        self.cache = DocCache(Path(state_dir))
+        self.cache = cache or DocCache(Path(state_dir))
         self.source = None
-        self.files: dict = {}
         self.resolver: Resolver | None = None
         self.full_resolves = 0  # how often a change needed the whole resolve (for tests and metrics)
         self.incremental = 0
+        self.last_load: LoadResult | None = None  # the loader's result of the last full resolve
+        self.restored = False  # the resolver came from a saved snapshot (a fresh process)
+        self._changed_since_saved: set[str] | None = None  # files changed since the snapshot that was saved
 
     def resolution(self, source, records: dict[str, Record]) -> Resolution:
         prior = _Prior(records)
         if not hasattr(source, "tree"):  # a plain folder has no tree to diff: resolve it whole
             return self._full(source, prior)
         if self.resolver is not None and self.source is not None and source.commit != self.source.commit:
-            if self._update(source, prior):
-                self.incremental += 1
-                return self.resolver.out
+            try:
+                if self._update(source, prior):
+                    self.incremental += 1
+                    return self.resolver.out
+            except SnapshotMiss:  # a restored resolver found a cached validation gone: resolve afresh
+                self.resolver = None
         elif self.resolver is not None and self.source is not None and source.commit == self.source.commit \
                 and self._same_keep(prior):
             self.resolver.prior_files = dict(prior)
@@ -54,8 +70,60 @@ class WarmPlanner:
         return make_plan(resolution, records, commit=source.commit, source=label, serial=serial,
                          max_prune=max_prune, allow_prune=allow_prune, created_at=created_at)
 
+    # -- snapshots (fresh processes) ------------------------------------------------------------
+    def _snapshot_key(self, source) -> str | None:
+        repo = getattr(source, "repo", None)
+        if repo is None or not hasattr(source, "tree"):
+            return None
+        ident = (SNAPSHOT_VERSION, str(Path(repo.path).resolve()), getattr(source, "prefix", ""),
+                 tuple(self.paths or ()), None if self.known_subjects is None else tuple(sorted(self.known_subjects)))
+        return "warm:" + hashlib.sha1(repr(ident).encode()).hexdigest()
+
+    def save(self, force: bool = False) -> bool:
+        """Save the resolver's state for fresh processes (after a full resolve, or once the commits it was
+        updated to drifted far from the saved one). True when written."""
+        if self.resolver is None or self.source is None:
+            return False
+        if not force and self._changed_since_saved is not None and len(self._changed_since_saved) < RESAVE_AFTER_FILES:
+            return False
+        key = self._snapshot_key(self.source)
+        if key is None:
+            return False
+        self.cache.save()  # the validations the snapshot points at go first
+        data = marshal.dumps((SNAPSHOT_VERSION, self.source.commit, self.resolver.export_state()))
+        if self.cache.put_snapshot(key, data):
+            self._changed_since_saved = set()
+            return True
+        return False
+
+    def restore(self, source) -> bool:
+        """Take the snapshot saved for `source`'s repository, paths and subjects, if any and its commit is
+        still in the repository. True when restored."""
+        key = self._snapshot_key(source)
+        raw = self.cache.get_snapshot(key) if key else None
+        if raw is None:
+            return False
+        try:
+            version, commit, state = marshal.loads(raw)
+        except (ValueError, EOFError, TypeError):
+            return False
+        if version != SNAPSHOT_VERSION:
+            return False
+        try:
+            old = type(source)(source.repo, commit, source.prefix, source.root_label)
+        except Exception:  # noqa: BLE001  the commit is gone (a rewritten branch, a pruned mirror)
+            return False
+        resolver = Resolver.from_state(state, old, YamlLocator(old.read), memo=self.cache.validation_memo(),
+                                       parse_member=lambda p: parse_file(p, old.read(p), ""),
+                                       blob_of=lambda p: _blob(old, p), known_subjects=self.known_subjects)
+        if resolver is None:
+            return False
+        self.source, self.resolver, self.restored = old, resolver, True
+        self._changed_since_saved = set()
+        return True
+
     # -- internals -------------------------------------------------------------------------
-    def _same_keep(self, prior: dict[str, str]) -> bool:
+    def _same_keep(self, prior) -> bool:
         """Recorded resources only matter to a resolution through the ones kept for broken files."""
         out = self.resolver.out
         if not (out.broken_files or out.invalid_ids):
@@ -71,7 +139,7 @@ class WarmPlanner:
             return blobs.get(path)
 
         return Resolver(source, YamlLocator(source.read), dict(prior),
-                        prior_specs=None, parse_member=lambda p: parse_file(p, source.read(p), ""),
+                        prior_specs=prior.runtime_specs(), parse_member=lambda p: parse_file(p, source.read(p), ""),
                         memo=self.cache.validation_memo(), blob_of=blob_of, known_subjects=self.known_subjects)
 
     def _full(self, source, prior) -> Resolution:
@@ -80,7 +148,11 @@ class WarmPlanner:
             result: LoadResult = load(source, self.paths, cache=self.cache)
             resolver = self._resolver(source, prior)
             resolver.resolve(result.files, result.documents)
-        self.source, self.files, self.resolver = source, dict(result.files), resolver
+            # the loader's own diagnostics (ignore rules, limits) that belong to no loaded file
+            file_diags = {id(d) for fr in result.files.values() for d in fr.diagnostics}
+            resolver.out.diagnostics.extend(d for d in result.diagnostics if id(d) not in file_diags)
+        self.source, self.resolver, self.last_load, self.restored = source, resolver, result, False
+        self._changed_since_saved = None  # not saved yet
         self.cache.save()
         return resolver.out
 
@@ -104,7 +176,7 @@ class WarmPlanner:
         if not changed:
             if any(p.endswith(".py") for p in changed_paths):
                 return False  # a python file a job references may have changed: hashes must be recomputed
-            self.source = source
+            self._moved(source, changed_paths)
             return True
         resolver = self.resolver
         resolver.source, resolver.locator = source, YamlLocator(source.read)
@@ -112,9 +184,14 @@ class WarmPlanner:
         if not resolver.update(changed):
             self.resolver = None
             return False
-        self.files.update({p: fr for p, fr in changed.items() if fr is not None})
-        self.source = source
+        self.cache.save()
+        self._moved(source, changed_paths)
         return True
+
+    def _moved(self, source, changed_paths: set[str]) -> None:
+        self.source = source
+        if self._changed_since_saved is not None:
+            self._changed_since_saved |= changed_paths
 
 
 class _Prior:
@@ -128,6 +205,11 @@ class _Prior:
 
     def __getitem__(self, rid: str) -> str:
         return self.records[rid].file or ""
+
+    def runtime_specs(self) -> dict[str, dict]:
+        """The recorded stacks' and operators' specs: jobs on a runtime kept for a broken file are checked
+        against its last applied schema."""
+        return {k: r.spec for k, r in self.records.items() if r.type in ("stack", "operator") and r.spec}
 
 
 def _blob(source, path: str) -> str | None:

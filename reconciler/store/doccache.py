@@ -1,23 +1,26 @@
-"""Parsed YAML files by git blob id, kept between runs so unchanged files are not parsed again.
+"""Parsed YAML files and validation results by git blob id, kept between runs so unchanged files are
+neither parsed nor validated again; plus the warm planner's snapshots (engine/warm.py).
 
-One pickle file under `STATE_DIR/cache/`. It is only a cache: a missing,
-corrupt, unreadable or outdated file (another parser or Python version) is
-silently treated as empty, and writes are atomic so a crash never leaves half
-a file behind.
+One SQLite file under `STATE_DIR/cache/` (Python's own sqlite3), read by key: a fresh process that
+plans a one-file change reads the few entries it needs instead of the whole cache, and a full load
+reads every entry in one query. Values are `marshal`led plain data (tuples, dicts, lists, strings,
+numbers), never pickles, so a cache file cannot carry code. It is only a cache: a missing, corrupt,
+locked or outdated file (another format, parser, Python or models version) reads as empty, and a
+write that fails is skipped, never an error.
 """
 from __future__ import annotations
 
-import os
-import pickle
+import marshal
+import sqlite3
 import sys
-import tempfile
 from dataclasses import fields
 from pathlib import Path
 
 from reconciler.core.diagnostics import Diagnostic
 from reconciler.core.documents import Document, FileResult
-from reconciler.core.loader import gc_paused
+from reconciler.core.resource import JobSpec, Ref
 from reconciler.core.yamlload import PARSER_VERSION
+
 
 def _models_fingerprint() -> str:
     """Validation results are cached too: any change to the models' or resolver's code invalidates them."""
@@ -35,135 +38,307 @@ def _models_fingerprint() -> str:
     return h.hexdigest()
 
 
-# Any change to what an entry holds or to what the parser yields must change this;
-# Diagnostic objects are pickled as they are, so their fields are part of it.
-FORMAT = ("reconciler-doccache", 2, PARSER_VERSION, sys.version_info[:2],
+# Any change to what an entry holds or to what the parser yields must change this.
+FORMAT = ("reconciler-doccache", 3, PARSER_VERSION, sys.version_info[:2], marshal.version,
           tuple(f.name for f in fields(Diagnostic)), _models_fingerprint())
-CACHE_FILE = "documents.pickle"
-# A save that adds few entries appends them to this small file instead of rewriting the big one
-# (rewriting ~20 MB for a one-file change cost 0.3 s); it is folded in once it grows.
-DELTA_FILE = "documents.delta.pickle"
-DELTA_SHARE = 0.05
+CACHE_FILE = "documents.sqlite"
 # Entries not used in this run are dropped on save once the cache holds more than this.
 MAX_ENTRIES = 200_000
+# Snapshots kept (the newest written); each is one warm planner's state.
+KEEP_SNAPSHOTS = 4
+# A load that looks up more entries than this reads the whole table in one query instead.
+BULK_FROM = 256
 
-# entry: (path last seen at, ((index, line, data), ...), (Diagnostic, ...))
-Entry = tuple
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS docs (k TEXT PRIMARY KEY, v BLOB) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS validated (k TEXT PRIMARY KEY, v BLOB) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS snapshots (k TEXT PRIMARY KEY, v BLOB, at INTEGER) WITHOUT ROWID;  -- at: write order
+"""
+
+
+# -- plain-data forms of what the cache holds (marshal takes only builtin types) ------------------------
+def diag_to_data(d: Diagnostic) -> tuple:
+    return (d.severity, d.message, d.file, d.line, d.col, d.hint, d.path, d.doc_index)
+
+
+def diag_from_data(t: tuple) -> Diagnostic:
+    return Diagnostic(*t)
+
+
+def validated_to_data(v) -> tuple:
+    if isinstance(v, str):  # a remembered policy-filter verdict
+        return ("S", v)
+    return ("V", v.spec, v.hash, tuple(tuple(r) for r in v.refs), tuple(tuple(j) for j in v.job_specs),
+            tuple(diag_to_data(d) for d in v.diagnostics), v.identity)
+
+
+def validated_from_data(t: tuple):
+    if t[0] == "S":
+        return t[1]
+    from reconciler.core.resolve import Validated
+
+    _, spec, hash_, refs, job_specs, diags, identity = t
+    return Validated(spec, hash_, tuple(Ref(*r) for r in refs), tuple(JobSpec(*j) for j in job_specs),
+                     tuple(diag_from_data(d) for d in diags), identity)
+
+
+def _key(key) -> str:
+    """A validation key ((blob id, document index[, workspace]) or a policy-filter tuple) as text."""
+    return key if isinstance(key, str) else repr(key)
 
 
 class DocCache:
     def __init__(self, state_dir: Path, max_entries: int = MAX_ENTRIES):
         self.path = Path(state_dir) / "cache" / CACHE_FILE
-        self.delta_path = self.path.with_name(DELTA_FILE)
         self.max_entries = max_entries
-        self._entries, self._validated = self._read(self.path)
-        self._delta_entries, self._delta_validated = self._read(self.delta_path) if self._entries else ({}, {})
-        self._entries.update(self._delta_entries)
-        self._validated.update(self._delta_validated)
-        self._new: set[str] = set()
-        self._new_validated: set = set()
+        self._conn: sqlite3.Connection | None = None
+        self._opened = False
+        self._docs: dict[str, tuple] = {}  # read or put in this run: blob -> entry
+        self._validated: dict[str, object] = {}  # key text -> Validated | str
+        self._docs_all = self._validated_all = False  # the whole table was read already
+        self._new_docs: dict[str, tuple] = {}
+        self._new_validated: dict[str, tuple] = {}
         self._used: set[str] = set()
-        self._used_validated: set = set()
-        self._dirty = False
+        self._used_validated: set[str] = set()
 
-    @staticmethod
-    def _read(path: Path) -> tuple[dict[str, Entry], dict]:
+    # -- the database --------------------------------------------------------------------------
+    def _db(self) -> sqlite3.Connection | None:
+        """The open cache database, or None when there is none to read (absent, corrupt, another format)."""
+        if self._opened:
+            return self._conn
+        self._opened = True
+        if not self.path.exists():
+            return None
+        self._conn = self._connect(create=False)
+        return self._conn
+
+    def _connect(self, create: bool) -> sqlite3.Connection | None:
         try:
-            data = path.read_bytes()
-            with gc_paused():
-                stored = pickle.loads(data)
-        except Exception:  # absent, truncated, written by other code: start empty
-            return {}, {}
-        if not isinstance(stored, dict) or stored.get("format") != FORMAT or not isinstance(stored.get("entries"), dict):
-            return {}, {}
-        return stored["entries"], stored.get("validated") or {}
+            conn = sqlite3.connect(str(self.path), timeout=2.0, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.executescript(_SCHEMA)
+            row = conn.execute("SELECT v FROM meta WHERE k = 'format'").fetchone()
+            if row is None or row[0] != repr(FORMAT):
+                if not create and row is not None:
+                    conn.close()
+                    return None
+                conn.execute("BEGIN IMMEDIATE")
+                for table in ("docs", "validated", "snapshots"):
+                    conn.execute(f"DELETE FROM {table}")
+                conn.execute("INSERT OR REPLACE INTO meta VALUES ('format', ?)", (repr(FORMAT),))
+                conn.execute("COMMIT")
+            return conn
+        except (sqlite3.Error, OSError):
+            if create:  # a corrupt file: start over (it is only a cache)
+                try:
+                    self.path.unlink(missing_ok=True)
+                    for extra in ("-wal", "-shm"):
+                        Path(str(self.path) + extra).unlink(missing_ok=True)
+                except OSError:
+                    pass
+            return None
 
-    # -- validation results, keyed by (blob id, document index[, workspace override]) ------------------
-    def get_validated(self, key):
-        hit = self._validated.get(key)
-        if hit is not None:
-            self._used_validated.add(key)
-        return hit
-
-    def put_validated(self, key, value) -> None:
-        self._validated[key] = value
-        self._used_validated.add(key)
-        self._new_validated.add(key)
-        self._dirty = True
-
-    def validation_memo(self) -> "ValidationMemo":
-        return ValidationMemo(self)
+    def _select(self, table: str, keys=None) -> list[tuple]:
+        conn = self._db()
+        if conn is None:
+            return []
+        try:
+            if keys is None:
+                return conn.execute(f"SELECT k, v FROM {table}").fetchall()
+            return [row for k in keys for row in conn.execute(f"SELECT k, v FROM {table} WHERE k = ?", (k,))]
+        except sqlite3.Error:
+            return []
 
     def __len__(self) -> int:
-        return len(self._entries)
+        conn = self._db()
+        known = set(self._new_docs)
+        if conn is None:
+            return len(known)
+        try:
+            stored = conn.execute("SELECT count(*) FROM docs").fetchone()[0]
+        except sqlite3.Error:
+            return len(known)
+        return stored + len([b for b in known if not self._stored("docs", b)])
+
+    def _stored(self, table: str, key: str) -> bool:
+        conn = self._db()
+        try:
+            return conn is not None and conn.execute(f"SELECT 1 FROM {table} WHERE k = ?", (key,)).fetchone() is not None
+        except sqlite3.Error:
+            return False
+
+    # -- parsed files --------------------------------------------------------------------------------
+    def prefetch(self, blob_ids) -> None:
+        """Read the entries of many blobs at once (one query for a large load)."""
+        wanted = [b for b in blob_ids if b not in self._docs]
+        if not wanted or self._docs_all:
+            return
+        if len(wanted) >= BULK_FROM:
+            rows = self._select("docs")
+            self._docs_all = True
+        else:
+            rows = self._select("docs", wanted)
+        for k, v in rows:
+            if k not in self._docs:
+                self._docs[k] = _loads(v)
 
     def get(self, blob_id: str) -> FileResult | None:
-        entry = self._entries.get(blob_id)
+        entry = self._docs.get(blob_id)
+        if entry is None and not self._docs_all:
+            rows = self._select("docs", [blob_id])
+            entry = _loads(rows[0][1]) if rows else None
+            if entry is not None:
+                self._docs[blob_id] = entry
         if entry is None:
             return None
         self._used.add(blob_id)
         path, documents, diagnostics = entry
         return FileResult(path, blob_id, [Document(path, index, line, data, blob_id) for index, line, data in documents],
-                          list(diagnostics))
+                          [diag_from_data(d) for d in diagnostics])
 
     def put(self, blob_id: str, result: FileResult) -> None:
-        self._entries[blob_id] = (
-            result.path,
-            tuple((doc.index, doc.line, doc.data) for doc in result.documents),
-            tuple(result.diagnostics),
-        )
+        entry = (result.path, tuple((doc.index, doc.line, doc.data) for doc in result.documents),
+                 tuple(diag_to_data(d) for d in result.diagnostics))
+        self._docs[blob_id] = self._new_docs[blob_id] = entry
         self._used.add(blob_id)
-        self._new.add(blob_id)
-        self._dirty = True
+
+    # -- validation results, keyed by (blob id, document index[, workspace override]) ------------------
+    def prefetch_validated(self, keys) -> None:
+        wanted = [k for k in map(_key, keys) if k not in self._validated]
+        if not wanted or self._validated_all:
+            return
+        if len(wanted) >= BULK_FROM:
+            rows = self._select("validated")
+            self._validated_all = True
+        else:
+            rows = self._select("validated", wanted)
+        for k, v in rows:
+            if k not in self._validated:
+                self._validated[k] = _decoded(v)
+
+    def get_validated(self, key):
+        k = _key(key)
+        hit = self._validated.get(k)
+        if hit is None and not self._validated_all:
+            rows = self._select("validated", [k])
+            if rows:
+                hit = self._validated[k] = _decoded(rows[0][1])
+        if hit is not None:
+            self._used_validated.add(k)
+        return hit
+
+    def put_validated(self, key, value) -> None:
+        k = _key(key)
+        self._validated[k] = value
+        self._new_validated[k] = validated_to_data(value)
+        self._used_validated.add(k)
+
+    def validation_memo(self) -> "ValidationMemo":
+        return ValidationMemo(self)
+
+    # -- warm planner snapshots ------------------------------------------------------------------------
+    def get_snapshot(self, key: str) -> bytes | None:
+        rows = self._select("snapshots", [key])
+        return rows[0][1] if rows else None
+
+    def put_snapshot(self, key: str, value: bytes) -> bool:
+        """Store one snapshot (written at once, in its own transaction); the oldest beyond KEEP_SNAPSHOTS go."""
+        return self._write(lambda conn: (
+            conn.execute("INSERT OR REPLACE INTO snapshots VALUES (?, ?, (SELECT coalesce(max(at), 0) + 1 "
+                         "FROM snapshots))", (key, value)),
+            conn.execute("DELETE FROM snapshots WHERE k NOT IN (SELECT k FROM snapshots ORDER BY at DESC LIMIT ?)",
+                         (KEEP_SNAPSHOTS,))))
+
+    # -- writing ---------------------------------------------------------------------------------------
+    @property
+    def dirty(self) -> bool:
+        return bool(self._new_docs or self._new_validated)
 
     def save(self) -> bool:
-        """Write the cache if anything was put since it was read; True when written.
-        A cache that cannot be written (read-only or full disk) is skipped, not an error."""
-        if not self._dirty:
+        """Write what was put since the last save; True when written. A cache that cannot be written
+        (read-only or full disk, locked by another process for too long) is skipped, not an error."""
+        if not self.dirty:
             return False
-        small = len(self._new) + len(self._new_validated)
-        if self._entries and self.path.exists() and small + len(self._delta_entries) + len(self._delta_validated) \
-                <= DELTA_SHARE * (len(self._entries) + len(self._validated)):
-            self._delta_entries.update({b: self._entries[b] for b in self._new})
-            self._delta_validated.update({k: self._validated[k] for k in self._new_validated})
-            if self._dump(self.delta_path, self._delta_entries, self._delta_validated):
-                self._new, self._new_validated, self._dirty = set(), set(), False
-                return True
+        docs = [(k, marshal.dumps(v)) for k, v in self._new_docs.items()]
+        validated = [(k, marshal.dumps(v)) for k, v in self._new_validated.items()]
+
+        def write(conn):
+            conn.executemany("INSERT OR REPLACE INTO docs VALUES (?, ?)", docs)
+            conn.executemany("INSERT OR REPLACE INTO validated VALUES (?, ?)", validated)
+            self._prune(conn, "docs", self._used)
+            self._prune(conn, "validated", self._used_validated)
+
+        if not self._write(write):
             return False
-        entries, validated = self._entries, self._validated
-        if len(entries) > self.max_entries:
-            entries = {blob: entry for blob, entry in entries.items() if blob in self._used}
-        if len(validated) > self.max_entries:
-            validated = {k: v for k, v in validated.items() if k in self._used_validated}
-        if not self._dump(self.path, entries, validated):
-            return False
-        self.delta_path.unlink(missing_ok=True)  # folded into the main file
-        self._entries, self._validated = entries, validated
-        self._delta_entries, self._delta_validated = {}, {}
-        self._new, self._new_validated, self._dirty = set(), set(), False
+        self._new_docs, self._new_validated = {}, {}
         return True
 
-    @staticmethod
-    def _dump(path: Path, entries: dict, validated: dict) -> bool:
-        """Atomically (temp file + rename): a crash never leaves half a cache file."""
-        tmp = None
+    def _prune(self, conn, table: str, used: set[str]) -> None:
+        if conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] <= self.max_entries:
+            return
+        conn.execute("CREATE TEMP TABLE IF NOT EXISTS used_keys (k TEXT PRIMARY KEY)")
+        conn.execute("DELETE FROM used_keys")
+        conn.executemany("INSERT OR IGNORE INTO used_keys VALUES (?)", ((k,) for k in used))
+        conn.execute(f"DELETE FROM {table} WHERE k NOT IN (SELECT k FROM used_keys)")
+
+    def _write(self, body) -> bool:
+        conn = self._conn if self._opened and self._conn is not None else None
+        if conn is None:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError:
+                return False
+            conn = self._conn = self._connect(create=True)
+            self._opened = True
+            if conn is None:
+                conn = self._conn = self._connect(create=True)  # a corrupt file was removed: a new one
+            if conn is None:
+                return False
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".documents-", dir=path.parent)
-            with os.fdopen(fd, "wb") as f:
-                pickle.dump({"format": FORMAT, "entries": entries, "validated": validated}, f, protocol=5)
-            os.replace(tmp, path)
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                body(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
             return True
-        except OSError:
-            if tmp is not None:
-                Path(tmp).unlink(missing_ok=True)
+        except sqlite3.Error:
             return False
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except sqlite3.Error:
+                pass
+        self._conn, self._opened = None, False
+
+
+def _loads(v: bytes):
+    try:
+        return marshal.loads(v)
+    except (ValueError, EOFError, TypeError):  # a damaged entry reads as a miss
+        return None
+
+
+def _decoded(v: bytes):
+    data = _loads(v)
+    if not isinstance(data, tuple) or not data:
+        return None
+    try:
+        return validated_from_data(data)
+    except (TypeError, ValueError):
+        return None
 
 
 class ValidationMemo:
     """The get/put view of a DocCache that the resolver takes as its `memo`."""
 
     def __init__(self, cache: DocCache):
+        self.cache = cache
         self.get = cache.get_validated
         self.put = cache.put_validated
-
+        self.prefetch = cache.prefetch_validated

@@ -1,5 +1,8 @@
-"""The parse cache: a small change is appended as a delta, not a rewrite of the whole file."""
+"""The parse cache: a fresh process reads only the entries it asks for; a large load reads them in one query."""
 from reconciler.core.documents import Document, FileResult
+from reconciler.core.resolve import Validated
+from reconciler.core.resource import JobSpec, Ref
+from reconciler.core.diagnostics import warning
 from reconciler.store.doccache import DocCache
 
 
@@ -7,23 +10,44 @@ def result(i: int) -> FileResult:
     return FileResult(f"f{i}.yaml", f"blob{i}", [Document(f"f{i}.yaml", 0, 1, {"version": "v1", "n": i}, f"blob{i}")])
 
 
-def test_small_saves_go_to_a_delta_and_big_ones_fold_it_in(tmp_path):
+def test_entries_survive_a_new_process_and_are_read_one_by_one_or_all_at_once(tmp_path):
     cache = DocCache(tmp_path)
-    for i in range(100):
+    for i in range(300):
         cache.put(f"blob{i}", result(i))
     assert cache.save()
-    main = cache.path.stat()
+
+    one = DocCache(tmp_path)
+    assert one.get("blob7").documents[0].data == {"version": "v1", "n": 7}
+    assert len(one._docs) == 1  # only what was asked for was read
+
+    many = DocCache(tmp_path)
+    many.prefetch([f"blob{i}" for i in range(300)] + ["unknown"])
+    assert len(many._docs) == 300
+    assert many.get("blob299").documents[0].data["n"] == 299 and many.get("unknown") is None
+
+    many.put("blob-new", result(1000))  # a small change writes only its entry
+    assert many.save() and not many.save()
+    assert DocCache(tmp_path).get("blob-new").documents[0].data["n"] == 1000
+    assert len(DocCache(tmp_path)) == 301
+
+
+def test_validation_results_round_trip_with_their_refs_and_diagnostics(tmp_path):
+    v = Validated({"type": "workflow", "name": "w"}, "abc", (Ref("read", "depot://d/x", ("a", 0)),),
+                  (JobSpec("stack", "s", "j", {"k": 1}, ("workflow", "dag", 0, "spec")),),
+                  (warning("careful", path=("name",)),), ("workflow", "default", "w"))
     cache = DocCache(tmp_path)
-    cache.put("blob-new", result(1000))
+    cache.put_validated(("blob", 0), v)
+    cache.put_validated(("policy-filter", 1, "x = 1"), "")
     cache.save()
-    assert cache.delta_path.exists()
-    assert cache.path.stat().st_mtime_ns == main.st_mtime_ns  # the big file was not rewritten
     again = DocCache(tmp_path)
-    assert again.get("blob-new").documents[0].data == {"version": "v1", "n": 1000}
-    assert again.get("blob5").documents[0].data["n"] == 5
-    for i in range(200, 260):  # a large change: everything folds into the main file
-        again.put(f"blob{i}", result(i))
-    again.save()
-    assert not again.delta_path.exists()
-    last = DocCache(tmp_path)
-    assert last.get("blob-new") is not None and last.get("blob259") is not None and len(last) == 161
+    assert again.get_validated(("blob", 0)) == v
+    assert again.get_validated(("policy-filter", 1, "x = 1")) == ""
+    assert again.get_validated(("blob", 1)) is None
+
+
+def test_snapshots_are_kept_by_key_and_only_the_newest_few(tmp_path):
+    cache = DocCache(tmp_path)
+    for i in range(6):
+        assert cache.put_snapshot(f"s{i}", bytes([i]))
+    again = DocCache(tmp_path)
+    assert again.get_snapshot("s5") == b"\x05" and again.get_snapshot("s0") is None

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pickle
+import sqlite3
 import shutil
 import subprocess
 from pathlib import Path
@@ -205,23 +206,49 @@ def test_doc_cache_round_trip(tmp_path):
     again = load(source, cache=reloaded)
     assert again.files == fresh.files
     assert reloaded.save() is False  # hits only: nothing to write
-    assert [p.name for p in (state / "cache").iterdir()] == ["documents.pickle"]  # no temp files left
+    assert {p.name for p in (state / "cache").iterdir()} <= {"documents.sqlite", "documents.sqlite-wal",
+                                                            "documents.sqlite-shm"}
 
 
 def test_doc_cache_ignores_corrupt_and_outdated_files(tmp_path):
     state = tmp_path / "state"
     (state / "cache").mkdir(parents=True)
-    cache_file = state / "cache" / "documents.pickle"
-    cache_file.write_bytes(b"\x80\x05 certainly not a pickle")
-    assert len(DocCache(state)) == 0
+    cache_file = state / "cache" / "documents.sqlite"
+    cache_file.write_bytes(b"certainly not a database" * 100)
+    assert len(DocCache(state)) == 0 and DocCache(state).get("x") is None
 
-    cache_file.write_bytes(pickle.dumps({"format": ("reconciler-doccache", 0), "entries": {"x": ("a", (), ())}}))
-    assert DocCache(state).get("x") is None
-
-    cache = DocCache(state)
+    cache = DocCache(state)  # written over the corrupt file
     cache.put("blob", FileResult("a.yaml", "blob"))
     assert cache.save()
     assert DocCache(state).get("blob") == FileResult("a.yaml", "blob")
+
+    conn = sqlite3.connect(cache_file)  # another format (an older release, another Python): read as empty
+    conn.execute("UPDATE meta SET v = 'old' WHERE k = 'format'")
+    conn.commit()
+    conn.close()
+    assert DocCache(state).get("blob") is None
+    cache = DocCache(state)
+    cache.put("other", FileResult("b.yaml", "other"))
+    assert cache.save()
+    assert DocCache(state).get("blob") is None and DocCache(state).get("other") == FileResult("b.yaml", "other")
+
+    conn = sqlite3.connect(cache_file)  # a damaged entry reads as a miss
+    conn.execute("UPDATE docs SET v = X'00ff'")
+    conn.commit()
+    conn.close()
+    assert DocCache(state).get("other") is None
+
+
+def test_doc_cache_keeps_no_code(tmp_path):
+    """Entries are marshalled plain data: a cache file someone else wrote cannot run code when read."""
+    cache = DocCache(tmp_path)
+    cache.put("blob", FileResult("a.yaml", "blob", [Document("a.yaml", 0, 1, {"version": "v1"}, "blob")]))
+    cache.save()
+    conn = sqlite3.connect(tmp_path / "cache" / "documents.sqlite")
+    conn.execute("UPDATE docs SET v = ?", (pickle.dumps(("a.yaml", (), ())),))
+    conn.commit()
+    conn.close()
+    assert DocCache(tmp_path).get("blob") is None
 
 
 def test_doc_cache_drops_unused_entries_past_its_limit(tmp_path):
@@ -235,7 +262,8 @@ def test_doc_cache_drops_unused_entries_past_its_limit(tmp_path):
     cache.get("b1")
     cache.put("b4", FileResult("b4.yaml", "b4"))
     cache.save()
-    assert sorted(DocCache(tmp_path)._entries) == ["b1", "b4"]
+    kept = DocCache(tmp_path)
+    assert [b for b in ("b1", "b2", "b3", "b4") if kept.get(b) is not None] == ["b1", "b4"]
 
 
 @pytest.mark.parametrize("base, rel, expected, message", [

@@ -1,4 +1,9 @@
 """The warm planner must plan exactly what a cold plan would, while reading only what changed."""
+import json
+import random
+import sqlite3
+import uuid
+
 import pytest
 
 from reconciler.core.planner import make_plan
@@ -11,7 +16,9 @@ from tests.conftest import GitRepo
 
 
 def cold_plan(repo: GitRepo, commit: str, state, records):
-    desired = load_desired(Target(str(repo.path), commit, state), records)
+    """The plan from nothing: a state dir of its own, so no cache or snapshot of `state` is used."""
+    cold = state.parent / f"cold-{uuid.uuid4().hex[:8]}"
+    desired = load_desired(Target(str(repo.path), commit, cold), records)
     return make_plan(desired.resolution, records, commit=commit)
 
 
@@ -85,3 +92,80 @@ def test_two_documents_with_one_id_in_a_changed_file_are_not_missed(repo, tmp_pa
     got = warm.plan(GitSource(repo.repo, commit), records, serial=1)
     assert warm.incremental == 0
     assert any("duplicate resource depot:extra-0" in d["message"] for d in got.diagnostics)
+
+
+def resolution_facts(resolution) -> tuple:
+    """What a plan and everything after it read of a resolution."""
+    return (sorted((r.id, r.hash, r.file, r.doc_index, r.line, tuple(sorted(r.depends_on)), r.prune, r.bundle,
+                    json.dumps(r.spec, sort_keys=True)) for r in resolution.resources.values()),
+            list(resolution.order), sorted(d.render() for d in resolution.diagnostics),
+            sorted(resolution.invalid_ids), sorted(resolution.broken_files), sorted(resolution.member_files))
+
+
+EDITS = [
+    lambda n: {"workflows/daily.yaml": repos.WORKFLOW.replace("amount > 0", f"amount > {n}")},
+    lambda n: {"policies/mask.yaml": repos.POLICY.replace("last4", "redact" if n % 2 else "hash")},
+    lambda n: {f"depots/extra-{n % 3}.yaml": repos.DEPOT.replace("name: raw", f"name: extra-{n % 3}")
+               .replace("Raw card", f"Edit {n}")},
+    lambda n: {f"depots/new-{n}.yaml": repos.DEPOT.replace("name: raw", f"name: new-{n}")},  # a new id
+    lambda n: {"depots/extra-1.yaml": "version: v1\ntype: depot\nname: [\n" if n % 2 else
+               repos.DEPOT.replace("name: raw", "name: extra-1")},  # breaks, then mends
+    lambda n: {"README.md": f"notes {n}\n"},  # nothing the loader reads
+    lambda n: {"workflows/daily.yaml": repos.WORKFLOW.replace("lake://payments/valid", f"lake://payments/v{n}")},
+]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_fresh_process_restores_the_snapshot_and_plans_what_a_cold_plan_does(repo, tmp_path, seed):
+    """Every step is a new WarmPlanner on the same state dir (a new `reconciler plan` process): it restores
+    the saved snapshot, updates it to the new commit and must agree with a cold resolve in everything."""
+    state = tmp_path / "state"
+    rng = random.Random(seed)
+    first = WarmPlanner(state)
+    src = GitSource(repo.repo, str(repo.repo.head.target))
+    records = applied(first.plan(src, {}, serial=0))
+    assert first.save(force=True)
+    restored_and_incremental = 0
+    for n in range(12):
+        commit = repo.commit(rng.choice(EDITS)(n))
+        warm = WarmPlanner(state)
+        assert warm.restore(GitSource(repo.repo, commit))
+        got = warm.plan(GitSource(repo.repo, commit), records, serial=1)
+        restored_and_incremental += warm.incremental
+        cold = cold_plan(repo, commit, state, records)
+        assert summary(got) == summary(cold)
+        cold_res = load_desired(Target(str(repo.path), commit, state.parent / f"c{n}"), records).resolution
+        assert resolution_facts(warm.resolver.out) == resolution_facts(cold_res)
+        warm.save()
+        if rng.random() < 0.5:  # applied: the next step plans against the new records
+            records = {**records, **applied(got)}
+    assert restored_and_incremental > 0  # the point: most steps did not resolve everything
+
+
+def test_a_snapshot_whose_cached_validations_are_gone_falls_back_to_a_full_resolve(repo, tmp_path):
+    state = tmp_path / "state"
+    first = WarmPlanner(state)
+    records = applied(first.plan(GitSource(repo.repo, str(repo.repo.head.target)), {}, serial=0))
+    first.save(force=True)
+    conn = sqlite3.connect(state / "cache" / "documents.sqlite")
+    conn.execute("DELETE FROM validated")
+    conn.commit()
+    conn.close()
+    commit = repo.commit({"workflows/daily.yaml": repos.WORKFLOW.replace("lake://payments/valid", "lake://payments/x")})
+    warm = WarmPlanner(state)
+    assert warm.restore(GitSource(repo.repo, commit))
+    got = warm.plan(GitSource(repo.repo, commit), records, serial=1)
+    assert warm.full_resolves == 1
+    assert summary(got) == summary(cold_plan(repo, commit, state, records))
+
+
+def test_a_snapshot_of_a_commit_no_longer_in_the_repository_is_not_used(tmp_path):
+    state = tmp_path / "state"
+    one = GitRepo(tmp_path / "one")
+    one.commit(repos.basic())
+    warm = WarmPlanner(state)
+    warm.plan(GitSource(one.repo, str(one.repo.head.target)), {}, serial=0)
+    warm.save(force=True)
+    two = GitRepo(tmp_path / "two")  # another repository, same state dir: another snapshot key
+    two.commit(repos.basic())
+    assert not WarmPlanner(state).restore(GitSource(two.repo, str(two.repo.head.target)))

@@ -7,56 +7,54 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from importlib import import_module
+from typing import TYPE_CHECKING
+
 from pydantic import BaseModel, ValidationError
 
 from reconciler.core.diagnostics import Diagnostic, error
 from reconciler.core.ids import DEFAULT_WORKSPACE, valid_name
 from reconciler.core.resource import JobSpec, Ref
+from reconciler.core.scopes import BUILTIN_STACKS, REPLACE_FIELDS as _REPLACE
 
-from .builtin_stacks import BUILTIN_SPECS
-from .bundle import BundleDocument, Member
 from .common import SCOPES, Header, did_you_mean
-from .dataproduct import DataproductDocument
-from .depot import DepotDocument
 from .durations import format_duration, parse_duration
 from .errors import diagnostics_from
-from .operator import OperatorDocument
-from .policy import PolicyDocument
-from .secret import SecretDocument
-from .service import ServiceDocument
-from .stack import StackDocument
-from .workflow import WorkflowDocument
-from .workspace import WorkspaceDocument
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .bundle import Member
 
 SUPPORTED_VERSIONS = ("v1",)
-BUILTIN_STACKS = tuple(BUILTIN_SPECS)  # ("sql", "quality", "profile", "python", "shell"), as core/scopes.py lists
+
+# type -> (module, class): each model's module is imported when a document of its type is first validated,
+# so a one-file plan pays for one type's models, not all ten (building pydantic models is most of importing them)
+_MODELS: dict[str, tuple[str, str]] = {
+    "workspace": ("workspace", "WorkspaceDocument"),
+    "depot": ("depot", "DepotDocument"),
+    "workflow": ("workflow", "WorkflowDocument"),
+    "policy": ("policy", "PolicyDocument"),
+    "service": ("service", "ServiceDocument"),
+    "secret": ("secret", "SecretDocument"),
+    "stack": ("stack", "StackDocument"),
+    "operator": ("operator", "OperatorDocument"),
+    "bundle": ("bundle", "BundleDocument"),
+    "dataproduct": ("dataproduct", "DataproductDocument"),
+}
 
 
 @dataclass(frozen=True)
 class TypeInfo:
     name: str
     scope: str  # "instance" | "workspace"
-    model: type[BaseModel]
     replace_fields: tuple[tuple, ...] = ()  # key paths whose change forces a -/+ replace
 
+    @property
+    def model(self) -> type[BaseModel]:
+        module, cls = _MODELS[self.name]
+        return getattr(import_module(f"{__name__}.{module}"), cls)
 
-_MODELS: dict[str, type[BaseModel]] = {
-    "workspace": WorkspaceDocument,
-    "depot": DepotDocument,
-    "workflow": WorkflowDocument,
-    "policy": PolicyDocument,
-    "service": ServiceDocument,
-    "secret": SecretDocument,
-    "stack": StackDocument,
-    "operator": OperatorDocument,
-    "bundle": BundleDocument,
-    "dataproduct": DataproductDocument,
-}
-from reconciler.core.scopes import REPLACE_FIELDS as _REPLACE  # noqa: E402
 
-TYPES: dict[str, TypeInfo] = {
-    name: TypeInfo(name, SCOPES[name], model, _REPLACE.get(name, ())) for name, model in _MODELS.items()
-}
+TYPES: dict[str, TypeInfo] = {name: TypeInfo(name, SCOPES[name], _REPLACE.get(name, ())) for name in _MODELS}
 
 
 def _known_types() -> str:
@@ -130,7 +128,7 @@ def refs(model: BaseModel) -> list[Ref]:
 
 def job_specs(model: BaseModel) -> list[JobSpec]:
     """Workflow jobs whose spec must be checked against a custom stack's or an operator's JSON Schema."""
-    return model.job_specs() if isinstance(model, WorkflowDocument) else []
+    return model.job_specs() if getattr(model, "type", None) == "workflow" else []
 
 
 def bundle_members(model: BaseModel) -> list[tuple[tuple, Member]]:
@@ -139,9 +137,9 @@ def bundle_members(model: BaseModel) -> list[tuple[tuple, Member]]:
     An inline member's `spec` is a whole artefact document: validate it with `validate_document` and
     prefix its diagnostics' paths with the member's path + ("spec",).
     """
-    for key, cls in (("bundle", BundleDocument), ("dataproduct", DataproductDocument)):
-        if isinstance(model, cls):
-            return [((key, "resources", i), member) for i, member in enumerate(getattr(model, key).resources)]
+    key = getattr(model, "type", None)
+    if key in ("bundle", "dataproduct"):
+        return [((key, "resources", i), member) for i, member in enumerate(getattr(model, key).resources)]
     return []
 
 

@@ -1,14 +1,22 @@
 """`type: stack`: a job runtime defined in YAML: a command template plus a JSON Schema for jobs' `spec`."""
 from __future__ import annotations
 
+import functools
 from typing import Annotated, Any, Literal
 
-from jsonschema import Draft202012Validator
 from pydantic import AfterValidator, Field
 
 from .common import EnvName, Header, Model, did_you_mean, fail
 
-_META = Draft202012Validator(Draft202012Validator.META_SCHEMA)
+
+
+@functools.cache
+def _meta():
+    """The JSON Schema meta-schema validator; jsonschema is imported only when a stack or operator is validated."""
+    from jsonschema import Draft202012Validator
+
+    return Draft202012Validator(Draft202012Validator.META_SCHEMA)
+
 _JSON_TYPES = ("string", "number", "integer", "boolean", "object", "array", "null")
 
 
@@ -40,7 +48,7 @@ def _schema_message(err: Any) -> str:
 
 def _check_json_schema(schema: dict[str, Any]) -> dict[str, Any]:
     """Every way `schema` breaks JSON Schema draft 2020-12, each at its key path inside the schema."""
-    found = sorted(_META.iter_errors(schema), key=lambda e: list(map(str, e.absolute_path)))
+    found = sorted(_meta().iter_errors(schema), key=lambda e: list(map(str, e.absolute_path)))
     if found:
         fail([(tuple(err.absolute_path), _schema_message(err)) for err in found])
     return schema

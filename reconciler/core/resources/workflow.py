@@ -5,7 +5,6 @@ import functools
 import zoneinfo
 from typing import Any, Callable, Literal
 
-from croniter import croniter
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from reconciler.core.resource import JobSpec, Ref
@@ -30,6 +29,8 @@ def _timezones() -> frozenset[str]:
 
 @functools.lru_cache(maxsize=4096)
 def _valid_cron(text: str) -> bool:
+    from croniter import croniter  # only when a schedule is validated
+
     return len(text.split()) == 5 and croniter.is_valid(text)  # croniter's parse is slow: cache it
 
 
