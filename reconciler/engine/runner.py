@@ -301,6 +301,7 @@ class WorkflowRunner:
                         + [v for env in runtime_secrets.values() for v in env.values()])
 
         lake = RunLake(self.ctx.lake_path)
+        depots = self._depots()  # once per run: it walks every record
         status: dict[str, str] = {n: done.get(n, PENDING) for n in jobs}
         results: dict[str, JobResult] = {}
         recorder = _Recorder(self.store)
@@ -322,7 +323,7 @@ class WorkflowRunner:
                                 fut = pool.submit(self._run_job, workflow, run_id, root, jobs[name], lake, masker,
                                                   secret_env[name], runtime_secrets[name], secret_errors.get(name),
                                                   attempts.get(name, 0), previous is not None and name in attempts,
-                                                  run_info, recorder)
+                                                  run_info, recorder, depots)
                                 running[fut] = name
                     if not running:
                         break
@@ -407,7 +408,7 @@ class WorkflowRunner:
     # -- a job -----------------------------------------------------------------------------
     def _run_job(self, workflow: Resource, run_id: str, root: Path, job: dict, lake: RunLake, masker: Masker,
                  secret_env: dict, runtime_secrets: dict, secret_error: str | None, prior_attempts: int,
-                 interrupted: bool, run_info, recorder: _Recorder) -> tuple[JobResult, int]:
+                 interrupted: bool, run_info, recorder: _Recorder, depots: dict[str, dict]) -> tuple[JobResult, int]:
         from reconciler.stacks.registry import BUILTIN, runtime_for
 
         name = job["name"]
@@ -446,7 +447,7 @@ class WorkflowRunner:
                              stack=runtime_name if kind == "stack" else f"operator:{runtime_name}",
                              spec=job.get("spec") or {}, run_id=run_id, attempt=attempt, commit=self.ctx.commit,
                              state_dir=self.ctx.state_dir, repo_dir=self.ctx.repo_dir(), job_dir=job_dir,
-                             run_dir=self.ctx.run_dir(workflow.workspace), lake=lake, depots=self._depots(),
+                             run_dir=self.ctx.run_dir(workflow.workspace), lake=lake, depots=depots,
                              environ=self.ctx.environ, secret_env=secret_env, runtime_spec=runtime_spec,
                              runtime_secrets=runtime_secrets, log=job_log,
                              deadline=time.monotonic() + timeout if timeout else None, cancel=self.stop)

@@ -89,11 +89,15 @@ def _on_release(cur, statement: str) -> None:
         _CLEANUP.setdefault(id(cur), []).insert(0, statement)
 
 
-def release_inputs(cur) -> None:
-    """Drop the views, registrations and ATTACHes that register_input made on `cur`. Never raises."""
+def release_inputs(cur, closing: bool = False) -> None:
+    """Drop the views, registrations and ATTACHes that register_input made on `cur`. Never raises.
+    `closing`: the caller closes `cur` next, which drops its TEMP views and registrations with it (a
+    cursor is a connection of its own); only the ATTACHes, visible to every cursor, are undone."""
     with _LOCK:
         statements = _CLEANUP.pop(id(cur), [])
     for statement in statements:
+        if closing and not statement.startswith("DETACH "):
+            continue
         try:
             if statement.startswith("UNREGISTER "):
                 cur.unregister(statement[len("UNREGISTER "):])

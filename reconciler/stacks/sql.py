@@ -139,7 +139,7 @@ def guarded(ctx: JobContext, result: JobResult, body) -> JobResult:
     except duckdb.Error as exc:
         return failed_result(result, exc)
     finally:
-        release_inputs(cur)
+        release_inputs(cur, closing=True)
         cur.close()
 
 
@@ -219,12 +219,8 @@ class SqlStack:
         except duckdb.Error as exc:
             return failed_result(result, exc)
         finally:
-            for name, _ in reversed(steps):
-                try:
-                    cur.execute(f"DROP VIEW IF EXISTS temp.main.{ident(name)}")
-                except duckdb.Error:
-                    pass
-            release_inputs(cur)
+            # the steps' and inputs' TEMP views go with the cursor (a connection of its own)
+            release_inputs(cur, closing=True)
             cur.close()
 
     def _run(self, ctx: JobContext, cur, dog: Watchdog, inputs: list[tuple[str, str]],
