@@ -20,12 +20,13 @@ import hashlib
 import marshal
 from pathlib import Path
 
-from reconciler.core.loader import IGNORE_FILE, LoadResult, gc_paused, load, load_file, load_ignore_rules, wanted
+from reconciler.core.loader import IGNORE_FILE, LoadResult, gc_paused, load_file, load_ignore_rules, wanted
 from reconciler.core.plan import Plan
 from reconciler.core.planner import make_plan
 from reconciler.core.record import Record
 from reconciler.core.resolve import Resolution, Resolver, SnapshotMiss
 from reconciler.core.yamlload import YamlLocator, parse_file
+from reconciler.engine.coldload import load_cold
 from reconciler.store.doccache import DocCache
 
 SNAPSHOT_VERSION = 1
@@ -38,7 +39,8 @@ class WarmPlanner:
                  known_subjects: frozenset[str] | None = None, cache: DocCache | None = None):
         self.paths = paths
         self.known_subjects = known_subjects  # the instance's users and groups, for policies' subjects
-        self.cache = cache or DocCache(Path(state_dir))
+        self.state_dir = Path(state_dir)
+        self.cache = cache or DocCache(self.state_dir)
         self.source = None
         self.resolver: Resolver | None = None
         self.full_resolves = 0  # how often a change needed the whole resolve (for tests and metrics)
@@ -145,7 +147,7 @@ class WarmPlanner:
     def _full(self, source, prior) -> Resolution:
         self.full_resolves += 1
         with gc_paused():
-            result: LoadResult = load(source, self.paths, cache=self.cache)
+            result: LoadResult = load_cold(source, self.paths, self.cache, self.state_dir)
             resolver = self._resolver(source, prior)
             resolver.resolve(result.files, result.documents)
             # the loader's own diagnostics (ignore rules, limits) that belong to no loaded file

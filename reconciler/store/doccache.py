@@ -39,7 +39,7 @@ def _models_fingerprint() -> str:
 
 
 # Any change to what an entry holds or to what the parser yields must change this.
-FORMAT = ("reconciler-doccache", 3, PARSER_VERSION, sys.version_info[:2], marshal.version,
+FORMAT = ("reconciler-doccache", 4, PARSER_VERSION, sys.version_info[:2], marshal.version,
           tuple(f.name for f in fields(Diagnostic)), _models_fingerprint())
 CACHE_FILE = "documents.sqlite"
 # Entries not used in this run are dropped on save once the cache holds more than this.
@@ -49,12 +49,14 @@ KEEP_SNAPSHOTS = 4
 # A load that looks up more entries than this reads the whole table in one query instead.
 BULK_FROM = 256
 
+# rowid tables: large values in a WITHOUT ROWID table's B-tree cost 3x more to write
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS docs (k TEXT PRIMARY KEY, v BLOB) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS validated (k TEXT PRIMARY KEY, v BLOB) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS snapshots (k TEXT PRIMARY KEY, v BLOB, at INTEGER) WITHOUT ROWID;  -- at: write order
+CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT);
+CREATE TABLE IF NOT EXISTS docs (k TEXT PRIMARY KEY, v BLOB);
+CREATE TABLE IF NOT EXISTS validated (k TEXT PRIMARY KEY, v BLOB);
+CREATE TABLE IF NOT EXISTS snapshots (k TEXT PRIMARY KEY, v BLOB, at INTEGER);  -- at: write order
 """
+_TABLES = ("meta", "docs", "validated", "snapshots")
 
 
 # -- plain-data forms of what the cache holds (marshal takes only builtin types) ------------------------
@@ -64,6 +66,12 @@ def diag_to_data(d: Diagnostic) -> tuple:
 
 def diag_from_data(t: tuple) -> Diagnostic:
     return Diagnostic(*t)
+
+
+def entry_of(result: FileResult) -> tuple:
+    """A parsed file as the cache stores it: (path, ((index, line, data), ...), (diagnostic, ...))."""
+    return (result.path, tuple((doc.index, doc.line, doc.data) for doc in result.documents),
+            tuple(diag_to_data(d) for d in result.diagnostics))
 
 
 def validated_to_data(v) -> tuple:
@@ -117,18 +125,23 @@ class DocCache:
         try:
             conn = sqlite3.connect(str(self.path), timeout=2.0, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.executescript(_SCHEMA)
-            row = conn.execute("SELECT v FROM meta WHERE k = 'format'").fetchone()
+            # A crash of the process never loses a committed write in WAL mode; only a crash of the machine
+            # could, and a damaged cache file reads as empty (it is deleted and written again).
+            conn.execute("PRAGMA synchronous=OFF")
+            try:
+                row = conn.execute("SELECT v FROM meta WHERE k = 'format'").fetchone()
+            except sqlite3.OperationalError:  # a new file: no tables yet
+                row = None
             if row is None or row[0] != repr(FORMAT):
-                if not create and row is not None:
+                if not create:
                     conn.close()
                     return None
                 conn.execute("BEGIN IMMEDIATE")
-                for table in ("docs", "validated", "snapshots"):
-                    conn.execute(f"DELETE FROM {table}")
-                conn.execute("INSERT OR REPLACE INTO meta VALUES ('format', ?)", (repr(FORMAT),))
+                for table in _TABLES:  # another format: its tables may differ too
+                    conn.execute(f"DROP TABLE IF EXISTS {table}")
                 conn.execute("COMMIT")
+                conn.executescript(_SCHEMA)
+                conn.execute("INSERT OR REPLACE INTO meta VALUES ('format', ?)", (repr(FORMAT),))
             return conn
         except (sqlite3.Error, OSError):
             if create:  # a corrupt file: start over (it is only a cache)
@@ -199,10 +212,23 @@ class DocCache:
                           [diag_from_data(d) for d in diagnostics])
 
     def put(self, blob_id: str, result: FileResult) -> None:
-        entry = (result.path, tuple((doc.index, doc.line, doc.data) for doc in result.documents),
-                 tuple(diag_to_data(d) for d in result.diagnostics))
-        self._docs[blob_id] = self._new_docs[blob_id] = entry
+        self.put_entry(blob_id, entry_of(result))
+
+    def put_entry(self, blob_id: str, entry: tuple, new: bool = True) -> None:
+        """A parsed file in its stored form (`entry_of`); `new=False`: another process stored it already."""
+        self._docs[blob_id] = entry
+        if new:
+            self._new_docs[blob_id] = entry
         self._used.add(blob_id)
+
+    def has(self, blob_id: str) -> bool:
+        if blob_id in self._docs:
+            return True
+        return not self._docs_all and self._stored("docs", blob_id)
+
+    def ready_for_writers(self) -> bool:
+        """Make sure the cache file exists with its tables (before worker processes write to it)."""
+        return self._write(lambda conn: None)
 
     # -- validation results, keyed by (blob id, document index[, workspace override]) ------------------
     def prefetch_validated(self, keys) -> None:
@@ -233,6 +259,14 @@ class DocCache:
         k = _key(key)
         self._validated[k] = value
         self._new_validated[k] = validated_to_data(value)
+        self._used_validated.add(k)
+
+    def put_validated_entry(self, key, data: tuple, new: bool = True) -> None:
+        """A validation result in its stored form (`validated_to_data`)."""
+        k = _key(key)
+        self._validated[k] = validated_from_data(data)
+        if new:
+            self._new_validated[k] = data
         self._used_validated.add(k)
 
     def validation_memo(self) -> "ValidationMemo":
