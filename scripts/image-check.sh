@@ -95,8 +95,17 @@ pm() { podman "$@" 2>>"$PODMAN_LOG"; }
 podman_errors() { grep -v 'systemd connection' "$PODMAN_LOG" | tail -n 3; }  # the last real ones
 
 # 2. The stand-in for python:3.11-slim --------------------------------------------------------------------
+# An image replaced by a new one under the same name is removed (by its id), not left dangling.
+drop_replaced() {  # $1: the id the name had before, $2: the name
+  local now
+  now=$(podman image inspect -f '{{.Id}}' "$2" 2>/dev/null)
+  [[ -n $1 && $1 != "$now" ]] && pm rmi "$1" >/dev/null
+  return 0
+}
+
 if [[ ${IMAGE_CHECK_REBUILD_BASE:-0} == 1 ]] || ! podman image exists "$BASE"; then
   say "making the stand-in base $BASE (debootstrap bookworm minbase from $MIRROR)"
+  old_base=$(podman image inspect -f '{{.Id}}' "$BASE" 2>/dev/null)
   rootfs=$WORK/rootfs
   rm -rf "$rootfs"
   debootstrap --variant=minbase --include=python3,python3-pip,python-is-python3,ca-certificates,netbase,tzdata \
@@ -115,6 +124,7 @@ if [[ ${IMAGE_CHECK_REBUILD_BASE:-0} == 1 ]] || ! podman image exists "$BASE"; t
       --change 'CMD ["python3"]' - "$BASE" >/dev/null \
     || die "podman import of the stand-in base (log: $PODMAN_LOG)"
   rm -rf "$rootfs"
+  drop_replaced "$old_base" "$BASE"
 else
   say "reusing the stand-in base $BASE (IMAGE_CHECK_REBUILD_BASE=1 makes it again)"
 fi
@@ -175,8 +185,10 @@ build_opts=(--format docker --network host "${RUN_OPTS[@]}" "${BUILD_MOUNTS[@]}"
 # --format docker: the OCI image format has no HEALTHCHECK (podman drops it with a warning).
 say "podman build ${build_opts[*]} --from $BASE -t $IMAGE -f Dockerfile ($context_label)"
 started=$SECONDS
+old_image=$(podman image inspect -f '{{.Id}}' "$IMAGE" 2>/dev/null)
 if podman build "${build_opts[@]}" --from "$BASE" -t "$IMAGE" -f "$CONTEXT/Dockerfile" "$CONTEXT" \
     >"$WORK/build.log" 2>&1; then
+  drop_replaced "$old_image" "$IMAGE"
   size=$(podman image inspect -f '{{.Size}}' "$IMAGE")
   pass "build: $IMAGE in $((SECONDS - started)) s, $((size / 1000000)) MB ($(grep -m1 '^STEP 1/' "$WORK/build.log"))"
 else
