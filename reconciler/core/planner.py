@@ -142,19 +142,49 @@ def _format_path(parts) -> str:
 
 
 def diff_specs(before: dict, after: dict) -> list[Change]:
-    """Field-level changes, paths like `workflow.dag[0].spec.steps[0].sql`. Only called for changed hashes."""
+    """Field-level changes, paths like `workflow.dag[0].spec.steps[0].sql`. Only called for changed hashes.
+
+    deepdiff takes ~5 ms for one edit in a 1.5 KB workflow (it pairs list items up to find moves), so the
+    walk first goes down through what has the same shape on both sides (mappings with the same keys, lists
+    with one differing item at the same index), where deepdiff would go down the same way, and hands it
+    only the smallest part that differs in shape or has several differing items."""
+    changes: list[Change] = []
+    _descend(before, after, [], changes)
+    changes.sort(key=lambda c: c.path)
+    return changes
+
+
+def _descend(before, after, path: list, changes: list[Change]) -> None:
+    if type(before) is dict and type(after) is dict and before.keys() == after.keys():
+        for key, value in before.items():
+            if value != after[key]:
+                _descend(value, after[key], path + [key], changes)
+        return
+    if type(before) is list and type(after) is list and len(before) == len(after):
+        differing = [i for i, (x, y) in enumerate(zip(before, after)) if x != y]
+        if len(differing) == 1:
+            i = differing[0]
+            _descend(before[i], after[i], path + [i], changes)
+            return
+    if before == after:
+        return
+    changes.extend(_deepdiff(before, after, path))
+
+
+def _deepdiff(before, after, prefix: list) -> list[Change]:
     from deepdiff import DeepDiff  # lazy: deepdiff is slow to import
 
+    if not isinstance(before, (dict, list)) or not isinstance(after, (dict, list)) or type(before) is not type(after):
+        return [Change(path=_format_path(prefix), before=before, after=after, kind="changed")]
     tree = DeepDiff(before, after, view="tree", verbose_level=2)
     changes: list[Change] = []
     for report, levels in tree.items():
         kind = "added" if report.endswith("_added") else "removed" if report.endswith("_removed") else "changed"
         for level in levels:
-            path = _format_path(level.path(output_format="list"))
+            path = _format_path(prefix + level.path(output_format="list"))
             before_v = None if kind == "added" else _plain(level.t1)
             after_v = None if kind == "removed" else _plain(level.t2)
             changes.append(Change(path=path, before=before_v, after=after_v, kind=kind))
-    changes.sort(key=lambda c: c.path)
     return changes
 
 

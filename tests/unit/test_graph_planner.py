@@ -123,3 +123,82 @@ def test_nothing_that_stays_loses_a_dependency_to_a_prune():
     assert reasons["workflow:f"][0] == "keep"
     assert reasons["depot:d"] == ("keep", "kept: workflow:f still depends on it")
     assert reasons["workspace:w"] == ("keep", "kept: policy:p still depends on it")
+
+
+def _deepdiff_changes(before, after):
+    """What diff_specs reported when it was DeepDiff over the whole specs."""
+    from deepdiff import DeepDiff
+
+    from reconciler.core.planner import _format_path, _plain
+
+    out = []
+    for report, levels in DeepDiff(before, after, view="tree", verbose_level=2).items():
+        kind = "added" if report.endswith("_added") else "removed" if report.endswith("_removed") else "changed"
+        for level in levels:
+            out.append((_format_path(level.path(output_format="list")), kind,
+                        repr(None if kind == "added" else _plain(level.t1)),
+                        repr(None if kind == "removed" else _plain(level.t2))))
+    return sorted(out)
+
+
+def _mutate(spec, rng):
+    """One random edit somewhere in a JSON-like spec: a value, a key added or removed, a list item added,
+    removed, replaced or two swapped."""
+    import copy
+
+    spec = copy.deepcopy(spec)
+    node = spec
+    for _ in range(rng.randint(0, 6)):
+        children = list(node.values()) if isinstance(node, dict) else node if isinstance(node, list) else []
+        children = [c for c in children if isinstance(c, (dict, list)) and c]
+        if not children:
+            break
+        node = rng.choice(children)
+    if isinstance(node, dict):
+        key = rng.choice(list(node))
+        op = rng.choice(["value", "add", "remove", "type"])
+        if op == "value":
+            node[key] = f"v{rng.randint(0, 99)}"
+        elif op == "add":
+            node[f"new{rng.randint(0, 9)}"] = rng.choice([1, "x", [1, 2], {"a": 1}])
+        elif op == "remove" and len(node) > 1:
+            del node[key]
+        else:
+            node[key] = [node[key]]
+    elif isinstance(node, list):
+        i = rng.randrange(len(node))
+        op = rng.choice(["replace", "insert", "remove", "swap"])
+        if op == "replace":
+            node[i] = {"replaced": rng.randint(0, 9)}
+        elif op == "insert":
+            node.insert(i, {"inserted": rng.randint(0, 9)})
+        elif op == "remove":
+            node.pop(i)
+        elif len(node) > 1:
+            j = (i + 1) % len(node)
+            node[i], node[j] = node[j], node[i]
+    return spec
+
+
+def test_diff_specs_reports_what_deepdiff_over_the_whole_spec_reports():
+    import random
+
+    import yaml
+
+    from reconciler.core.resolve import validate
+    from tests.cli import repos
+
+    specs = [validate(yaml.safe_load(text)).spec for text in (repos.WORKFLOW, repos.POLICY, repos.DEPOT)]
+    rng = random.Random(7)
+    checked = 0
+    for _ in range(400):
+        before = rng.choice(specs)
+        after = _mutate(before, rng)
+        for _ in range(rng.randint(0, 2)):  # sometimes several edits at once
+            after = _mutate(after, rng)
+        if after == before:
+            continue
+        got = sorted((c.path, c.kind, repr(c.before), repr(c.after)) for c in diff_specs(before, after))
+        assert got == _deepdiff_changes(before, after), (before, after)
+        checked += 1
+    assert checked > 300
