@@ -4,9 +4,11 @@
   a failed job marks everything downstream `skipped`, the rest still runs;
 - each job retries per `retry: {count, delay, backoff}` when its failure is
   retryable, and is stopped at its `timeout` (the stacks kill whole process trees);
-- every state change is recorded at once (not batched): after a `kill -9` the next
-  apply finds the run `running`, keeps its succeeded jobs and runs the others again,
-  so no finished job of a commit runs twice;
+- every state change is recorded as it happens, by the run's recorder thread in group
+  commits (whatever piled up while the last commit ran), and a job starts only once its
+  upstream jobs' results are durable: after a `kill -9` the next apply finds the run
+  `running`, keeps its succeeded jobs and runs the others again, so no job whose
+  results were recorded runs twice;
 - secret values never reach a log: every line is masked before it is written.
 """
 from __future__ import annotations
