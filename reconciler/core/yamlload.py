@@ -314,6 +314,12 @@ def _failing_scalar(root: Node) -> Node | None:
 def parse_file(path: str, data: bytes, blob_id: str, max_bytes: int = DEFAULT_MAX_BYTES,
                max_nodes: int = DEFAULT_MAX_NODES) -> FileResult:
     """Parse every document of one YAML file. Never raises for any input."""
+    return parse_file_libyaml(path, data, blob_id, max_bytes, max_nodes)
+
+
+def parse_file_libyaml(path: str, data: bytes, blob_id: str, max_bytes: int = DEFAULT_MAX_BYTES,
+                       max_nodes: int = DEFAULT_MAX_NODES) -> FileResult:
+    """`parse_file` through libyaml alone: the reference semantics `fast_parse` must match."""
     result = FileResult(path, blob_id)
     too_big = check_size(path, len(data), max_bytes)
     if too_big is not None:
