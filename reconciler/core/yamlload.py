@@ -18,9 +18,10 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from .diagnostics import Diagnostic, error
 from .documents import Document, FileResult
+from .fastyaml import fast_parse
 
 # Bump when parsing changes what a blob yields, so persisted parse caches are dropped.
-PARSER_VERSION = 1
+PARSER_VERSION = 2
 
 MB = 1024 * 1024
 DEFAULT_MAX_BYTES = 10 * MB
@@ -313,7 +314,17 @@ def _failing_scalar(root: Node) -> Node | None:
 
 def parse_file(path: str, data: bytes, blob_id: str, max_bytes: int = DEFAULT_MAX_BYTES,
                max_nodes: int = DEFAULT_MAX_NODES) -> FileResult:
-    """Parse every document of one YAML file. Never raises for any input."""
+    """Parse every document of one YAML file. Never raises for any input.
+
+    Most files are read by `fastyaml.fast_parse` (a Rust parser behind guards that prove
+    its result equal to this module's); whatever it declines, and every file with an
+    error, goes through libyaml here, the one source of error messages and positions."""
+    too_big = check_size(path, len(data), max_bytes)
+    if too_big is not None:
+        return FileResult(path, blob_id, diagnostics=[too_big])
+    fast = fast_parse(path, data, blob_id)
+    if fast is not None:
+        return fast
     return parse_file_libyaml(path, data, blob_id, max_bytes, max_nodes)
 
 

@@ -387,3 +387,16 @@ def test_deep_nesting_never_reaches_yaml_rs():
             "print('ok')\n")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout == "ok\n", (done.returncode, done.stderr[-2000:])
+
+
+def test_parse_file_uses_the_fast_path_and_reports_errors_through_libyaml(monkeypatch):
+    import reconciler.core.yamlload as yamlload
+
+    calls = []
+    monkeypatch.setattr(yamlload, "parse_file_libyaml", lambda *args: calls.append(args) or "libyaml")
+    assert parse_file("f.yaml", b"a: 1\n", "blob").documents[0].data == {"a": 1}
+    assert calls == []
+    assert parse_file("f.yaml", b"a: yes\n", "blob") == "libyaml"
+    monkeypatch.undo()
+    broken = parse_file("f.yaml", b"a: 1\na: 2\n", "blob")
+    assert [(d.message, d.line, d.col) for d in broken.diagnostics] == [("duplicate key 'a' (first at line 1)", 2, 1)]
