@@ -269,9 +269,11 @@ def source_label(target: Target) -> str:
 
 
 def apply(target: Target, plan: Plan, *, parallelism: int = 4, on_event=None, stop: threading.Event | None = None,
-          saved: bool = False, allow_prune: bool = False, purpose: str = "apply", lock: bool = True, source=None):
+          saved: bool = False, allow_prune: bool = False, purpose: str = "apply", lock: bool = True, source=None,
+          store=None, live=None):
     """Apply `plan` under the state lock (`lock=False`: the caller, the daemon, holds it already).
-    A saved plan is refused when the state moved since it was made."""
+    A saved plan is refused when the state moved since it was made. The daemon passes the state `store` it
+    holds open for its cycle and its `live` records (store/state.py LiveRecords), read incrementally."""
     import contextlib
 
     from reconciler.engine.applier import apply_plan
@@ -287,12 +289,14 @@ def apply(target: Target, plan: Plan, *, parallelism: int = 4, on_event=None, st
         raise UserError(f"apply refused: {plan.held}")
     state_dir = Path(target.state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
-    with (StateLock(state_dir, purpose) if lock else contextlib.nullcontext()), StateStore.open(state_dir) as store:
+    held = store
+    with (StateLock(state_dir, purpose) if lock else contextlib.nullcontext()), \
+            (contextlib.nullcontext(held) if held is not None else StateStore.open(state_dir)) as store:
         if saved and store.serial != plan.state_serial:
             raise UserError(f"saved plan is stale: it was made at state serial {plan.state_serial}, "
                             f"the state is now at serial {store.serial}",
                             hint="run `reconciler plan --out FILE` again and apply the new plan")
-        records = store.records()
+        records = live.read(store)[0] if live is not None else store.records()
         # the tree the plan was made from: the same commit, even if the branch moved since
         if source is None or source.commit != plan.commit:
             origin = plan.source if plan.source and "***@" not in plan.source else target.repo  # redacted: --repo
@@ -303,6 +307,8 @@ def apply(target: Target, plan: Plan, *, parallelism: int = 4, on_event=None, st
         ctx = ApplyContext(state_dir=state_dir, store=store, commit=plan.commit, repo_dir=repo_dir,
                            resources=resources, records=records, environ=dict(os.environ))
         result = apply_plan(plan, ctx, get_provider, parallelism=parallelism, on_event=on_event, stop=stop)
+        if plan.origin is None:  # nothing to remember the next plan from (the daemon's warm plans)
+            return result
         after = store.records(), store.serial
     _remember_next_plan(target, plan, source, *after)
     return result

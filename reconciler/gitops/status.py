@@ -55,8 +55,18 @@ def _segment(part: str) -> str:
     return part
 
 
+_PATHS: dict[tuple, str] = {}
+
+
 def status_path(record: Record) -> str:
-    return f"status/{_segment(record.type)}/{_segment(record.workspace or '_')}/{_segment(record.name)}.yaml"
+    key = (record.type, record.workspace, record.name)
+    path = _PATHS.get(key)
+    if path is None:
+        path = f"status/{_segment(record.type)}/{_segment(record.workspace or '_')}/{_segment(record.name)}.yaml"
+        if len(_PATHS) > 200_000:
+            _PATHS.clear()
+        _PATHS[key] = path
+    return path
 
 
 def preview_path(branch_name: str) -> str:
@@ -160,12 +170,27 @@ def status_markdown(records: list[Record], runs: dict[str, dict] | None, source_
         return "\n".join(lines) + "\n"
     lines += ["## Resources", "", "| resource | phase | health | message | applied commit | last run |",
               "|---|---|---|---|---|---|"]
-    for r in rows:
-        run = _last_run(r, runs)
-        last = f"{_cell(run['run_id'], 60)} {_cell(run['status'], 20)}" if run else "-"
-        applied = f"`{_short(r.commit)}`" if r.commit else "-"
-        lines.append(f"| `{r.id}` | {r.phase} | {health(r.phase)} | {_cell(r.message)} | {applied} | {last} |")
+    lines += [_status_row(r, runs) for r in rows]
     return "\n".join(lines) + "\n"
+
+
+_ROWS: dict[str, tuple[tuple, str]] = {}  # resource id -> (what its STATUS.md row shows, the row)
+
+
+def _status_row(r: Record, runs: dict[str, dict] | None) -> str:
+    """One resource's row of STATUS.md, made again only when what it shows changed."""
+    run = (runs or {}).get(r.id)
+    key = (r.phase, r.message, r.commit, run.get("run_id") if run else None, run.get("status") if run else None)
+    hit = _ROWS.get(r.id)
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    last = f"{_cell(run.get('run_id'), 60)} {_cell(run.get('status'), 20)}" if run else "-"
+    applied = f"`{_short(r.commit)}`" if r.commit else "-"
+    line = f"| `{r.id}` | {r.phase} | {health(r.phase)} | {_cell(r.message)} | {applied} | {last} |"
+    if len(_ROWS) > 200_000:
+        _ROWS.clear()
+    _ROWS[r.id] = (key, line)
+    return line
 
 
 def status_files(records: list[Record], runs: dict[str, dict] | None, source_commit: str | None,
@@ -221,6 +246,11 @@ class StatusBranch:
         self.branch = branch
         self.author = author
         self._pending: list[_Write] = []  # written since the last successful push, oldest first
+        # the last tree written, flattened, and each file's last bytes with their blob id: a daemon writes
+        # 10,000 status files per reconcile, nearly all unchanged (walking the tree and hashing every file
+        # again cost ~0.3 s a reconcile)
+        self._flat: tuple[pygit2.Oid, dict] | None = None
+        self._blobs: dict[str, tuple[bytes, pygit2.Oid]] = {}
 
     # ---- reading -------------------------------------------------------------------------
     def tip(self) -> pygit2.Commit | None:
@@ -260,8 +290,15 @@ class StatusBranch:
         return self.write({preview_path(branch_name): markdown.encode()},
                           f"Plan preview of {branch_name} at {source_commit}", replace_prefixes=(), keep=())
 
+    def _flatten(self, tree: pygit2.Tree | None) -> dict:
+        if tree is None:
+            return {}
+        if self._flat is not None and self._flat[0] == tree.id:
+            return dict(self._flat[1])
+        return _flatten(tree)
+
     def _commit_on(self, base: pygit2.Commit | None, op: _Write) -> pygit2.Oid | None:
-        flat = _flatten(base.tree) if base is not None else {}
+        flat = self._flatten(base.tree if base is not None else None)
         before = dict(flat)
         for path in list(flat):
             if path in op.files or path in op.delete:
@@ -272,7 +309,7 @@ class StatusBranch:
             flat.pop(path, None)
         dirs = {p.rsplit("/", i)[0] for p in flat for i in range(1, p.count("/") + 1)}
         for path, data in op.files.items():
-            _place(flat, dirs, path, self.repo, data)
+            _place(flat, dirs, path, self.repo, data, self._blobs)
         changes = {p: flat.get(p) for p in set(before) | set(flat) if before.get(p) != flat.get(p)}
         if base is not None and not changes:
             return None
@@ -283,6 +320,7 @@ class StatusBranch:
             return None
         if base is None and not flat:
             return None
+        self._flat = (tree, flat)
         sig = pygit2.Signature(*self.author)
         return self.repo.create_commit(None, sig, sig, op.message, tree, [base.id] if base is not None else [])
 
@@ -402,8 +440,10 @@ def _flatten(tree: pygit2.Tree) -> dict[str, tuple[pygit2.Oid, int]]:
     return out
 
 
-def _place(flat: dict, dirs: set[str], path: str, repo: pygit2.Repository, data: bytes) -> None:
-    """Set `path` to `data`; a file where a folder must go (or the reverse) gives way to the new file."""
+def _place(flat: dict, dirs: set[str], path: str, repo: pygit2.Repository, data: bytes,
+           known: dict[str, tuple[bytes, pygit2.Oid]] | None = None) -> None:
+    """Set `path` to `data`; a file where a folder must go (or the reverse) gives way to the new file.
+    `known`: path -> (bytes, blob id) last written there; the same bytes again need no hashing."""
     path = path.strip("/")
     parts = path.split("/")
     for i in range(1, len(parts)):
@@ -413,7 +453,13 @@ def _place(flat: dict, dirs: set[str], path: str, repo: pygit2.Repository, data:
         for p in [p for p in flat if p.startswith(path + "/")]:
             del flat[p]
         dirs.discard(path)
-    oid = pygit2.hash(data)
+    seen = known.get(path) if known is not None else None
+    if seen is not None and seen[0] == data:
+        oid = seen[1]
+    else:
+        oid = pygit2.hash(data)
+        if known is not None:
+            known[path] = (data, oid)
     if flat.get(path) == (oid, FileMode.BLOB):  # unchanged: not even an object lookup
         return
     if oid not in repo:  # a file seen before costs a hash, not an object write

@@ -342,6 +342,15 @@ class DocCache:
         except sqlite3.Error:
             return False
 
+    def forget_read(self) -> None:
+        """Drop the entries read or written so far from memory (they are in the file); a long-lived process
+        keeps only what it reads again."""
+        if self.dirty:
+            return
+        self._docs, self._validated = {}, {}
+        self._docs_all = self._validated_all = False
+        self._used, self._used_validated = set(), set()
+
     def close(self) -> None:
         if self._conn is not None:
             try:

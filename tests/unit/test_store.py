@@ -415,3 +415,44 @@ def test_dataproducts_upsert_and_drop(store):
     assert (product["name"], product["owner"], product["spec"]) == ("tx", "team-2", {"inputs": [2]})
     cat.drop_dataproduct("tx")
     assert cat.dataproducts() == []
+
+
+def test_live_records_read_only_what_changed_and_agree_with_a_full_read(store):
+    from reconciler.store.state import LiveRecords
+
+    live = LiveRecords()
+    a, b, c = depot("a"), depot("b"), depot("c")
+    store.bulk_begin([(a, "c1", "apply"), (b, "c1", "apply")])
+    store.bulk_finish([Finish(a.id, READY, "ok", a, "c1"), Finish(b.id, READY, "ok", b, "c1")])
+    first, serial = live.read(store)
+    assert first == store.records() and serial == store.serial
+    reads = []
+    store._conn = _Counting(store._conn, reads)
+    assert live.read(store)[0] == first and not [q for q in reads if "FROM resources" in q]  # unchanged: no read
+
+    b2 = depot("b", path="data/y")
+    store.begin(b2, "c2", "apply")
+    store.finish(b2.id, FAILED, "boom", resource=b2, commit="c2")
+    store.mark(c, BLOCKED, "waits for b")
+    store.remove(a.id)
+    reads.clear()
+    got, serial = live.read(store)
+    queries = list(reads)
+    assert [q for q in queries if "WHERE id IN" in q]  # a partial read, not a full one
+    assert not [q for q in queries if "FROM resources ORDER BY id" in q]
+    assert got == store.records() and serial == store.serial
+    assert list(got) == sorted(got) and got[b.id].phase == FAILED and a.id not in got and got[c.id].phase == BLOCKED
+
+
+class _Counting:
+    """A DuckDB connection that notes the SQL it runs."""
+
+    def __init__(self, conn, seen):
+        self._conn, self._seen = conn, seen
+
+    def execute(self, sql, *args):
+        self._seen.append(sql)
+        return self._conn.execute(sql, *args)
+
+    def __getattr__(self, name):
+        return getattr(self._conn, name)

@@ -169,3 +169,23 @@ def test_a_snapshot_of_a_commit_no_longer_in_the_repository_is_not_used(tmp_path
     two = GitRepo(tmp_path / "two")  # another repository, same state dir: another snapshot key
     two.commit(repos.basic())
     assert not WarmPlanner(state).restore(GitSource(two.repo, str(two.repo.head.target)))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_compact_daemon_planner_plans_what_a_cold_plan_does(repo, tmp_path, seed):
+    """The daemon's planner keeps no parsed documents or specs after a full resolve (they are read back from
+    the document cache when needed); across pushes it must still agree with a cold resolve."""
+    state = tmp_path / "state"
+    rng = random.Random(100 + seed)
+    warm = WarmPlanner(state, compact=True)
+    records = applied(warm.plan(GitSource(repo.repo, str(repo.repo.head.target)), {}, serial=0))
+    assert warm.last_load is None and not warm.cache._docs  # nothing parsed kept
+    for n in range(10):
+        commit = repo.commit(rng.choice(EDITS)(n))
+        got = warm.plan(GitSource(repo.repo, commit), records, serial=1)
+        assert summary(got) == summary(cold_plan(repo, commit, state, records))
+        cold_res = load_desired(Target(str(repo.path), commit, state.parent / f"c{n}"), records).resolution
+        assert resolution_facts(warm.resolver.out) == resolution_facts(cold_res)
+        if rng.random() < 0.5:
+            records = {**records, **applied(got)}
+    assert warm.incremental > 0
