@@ -180,23 +180,26 @@ def _documents(path: str, text: str, blob_id: str, state: list) -> list[Document
         part = text[start:end] if end - start < len(text) else text
         marked = start in markers
         value = _parse(part)
-        content = _content_line(part, marked)
+        content, first = _content(part, marked)
         if not content and not marked:
             if value is not None:
                 raise _Decline  # libyaml sees no document here
-        elif marked and content == 1 and not part[3:].lstrip(" ").startswith(("{", "[")):
+        elif marked and content == 1 and first not in ("{", "["):
             raise _Decline  # content on the marker line: only flow collections are let through
         elif type(value) is dict:
             if not content:
                 raise _Decline
             documents.append(Document(path, index, line + content - 1, _mapping(value, 0, state), blob_id))
             index += 1
-        else:  # a document that is not a mapping: not kept, but it must be free of errors too
-            if type(value) is list:
-                _sequence(value, 0, state)
-            elif value is not None:
-                raise _Decline  # scalar documents: libyaml and yaml-rs disagree on some (`--- >`)
+        elif type(value) is list:  # not kept, but it must be free of errors too
+            if first not in ("-", "["):
+                raise _Decline  # one list document, not several documents yaml-rs would answer as a list
+            _sequence(value, 0, state)
             index += 1
+        elif value is None:
+            index += 1
+        else:
+            raise _Decline  # scalar documents: libyaml and yaml-rs disagree on some (`--- >` at column 0)
         if markers:
             line += part.count("\n")
     return documents
@@ -213,10 +216,10 @@ def _markers(text: str) -> list[int]:
     return found
 
 
-def _content_line(part: str, marked: bool) -> int:
-    """1-based line (within `part`) of its first content, 0 when it has none."""
+def _content(part: str, marked: bool) -> tuple[int, str]:
+    """1-based line (within `part`) and first character of its content; (0, "") when it has none."""
     if not marked and part[:1] not in (" ", "#", "\n", "\r", ""):
-        return 1
+        return 1, part[0]
     number = 0
     start = 0
     while start < len(part):
@@ -227,9 +230,9 @@ def _content_line(part: str, marked: bool) -> int:
         line = part[start + 3:end] if marked and number == 1 else part[start:end]
         stripped = line.strip(" \r")
         if stripped and not stripped.startswith("#"):
-            return number
+            return number, stripped[0]
         start = end + 1
-    return 0
+    return 0, ""
 
 
 def _parse(part: str):
