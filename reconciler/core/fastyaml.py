@@ -15,12 +15,12 @@ Why a result that gets through is libyaml's:
   NEL/LS/PS (line breaks in YAML 1.1 only), BOMs, U+FFFE or U+FFFF; `\\r` only
   in `\\r\\n`; no `...` line, no escaped line break. The two readers differ
   there, and all of it is rare in artefact files.
-* Indicators: `&`, `!`, `@`, backquote and `%` never where a token could
-  start (only after a character that continues a scalar on the same line,
-  like `a != b` or `x@y`): no anchors, tags, directives or reserved
-  indicators. Without anchors every alias is an error for both parsers, so
-  nothing is expanded, merged or retagged and yaml-rs's alias limits never
-  matter; `*` may appear anywhere (`SELECT * FROM`, `0 2 * * *`).
+* Indicators: `&`, `!` and `%` never where a token could start (only after
+  a character that continues a scalar or comment on the same line, like
+  `a != b` or `2>&1`): no anchors, tags or directives. Without anchors every
+  alias is an error for both parsers, as are `@` and backquote starting a
+  token, so nothing is expanded, merged or retagged, yaml-rs's alias limits
+  never matter, and `*`, `@` and backquote may appear anywhere.
 * Flow collections: libyaml rejects `x:` followed by `,?[]{}`, a line starting
   with `:` (a value on a later line than its key) and keys spanning lines,
   which yaml-rs reads; files with the first two are declined, and keys with a
@@ -83,12 +83,15 @@ _AT_LINE_START = re.compile(rb"\n(?: *:|\.\.\.)")
 
 # Indicators that must not start a token. Before one, skipping spaces, any of these characters
 # (or the start of the file) means it might. After any other character it continues the scalar
-# or comment that character is in (an indicator there would have been declined itself; after a
-# closing quote it is an error for both parsers). `*` needs no look: without an anchor anywhere
-# an alias is an error for both ("undefined alias", "unknown anchor"), so `* item` lines in a
-# block scalar or `SELECT\n  * FROM` continuation lines are read.
-_TOKEN_INDICATORS = (b"&", b"!", b"@", b"`", b"%")
-_MAY_PRECEDE_TOKEN = frozenset(b"\n\r-?:,[]{}#|>")
+# or comment that character is in (an indicator there would have been declined itself), or it
+# follows a closed scalar, flow collection or block scalar header on the same line, an error
+# for both parsers: `SELECT a & b`, `2>&1`, `[ -f x ] && y`, `a != b`, `x@y`, `"%d"`.
+# `*`, `@` and backquote need no look: without an anchor anywhere an alias is an error for both
+# ("undefined alias", "unknown anchor"), and so are the reserved `@` and backquote at a token's
+# start; elsewhere (`* item` or a backquoted word starting a line of a block scalar) both read
+# them as text.
+_TOKEN_INDICATORS = (b"&", b"!", b"%")
+_MAY_PRECEDE_TOKEN = frozenset(b"\n\r-?:,[{")
 
 # Number tokens: one class per byte, runs found with bytes.find on the classes.
 # b: may precede a plain scalar; d: digit . _ (a number's first character); s: sign; o: other.
@@ -135,14 +138,17 @@ def fast_parse(path: str, data: bytes, blob_id: str) -> FileResult | None:
         return None  # a block scalar (or a blank line) ended by the end of the file: chomping differs
     if _COLON_BEFORE_FLOW.search(data) or _AT_LINE_START.search(data) or data.startswith((b":", b"...")):
         return None
-    if b"\\\n" in data or b"\\\r" in data:
-        return None
     for indicator in _TOKEN_INDICATORS:
         if indicator in data and _may_start_token(data, indicator):
             return None
+    # libyaml rejects flow mapping keys that span lines (yaml-rs reads them): with a flow mapping
+    # in the file, keys holding a space or line break are declined, and escaped line breaks.
+    flow_mapping = b"{" in data and _may_start_token(data, b"{")
+    if flow_mapping and (b"\\\n" in data or b"\\\r" in data):
+        return None
     if len(data) > _SMALL and max(map(len, data.split(b"\n"))) > _MAX_LINE:
         return None
-    state = [False, b"{" in data or b"[" in data]  # [numbers seen, keys with spaces are suspect]
+    state = [False, flow_mapping]  # [a number was read, keys with a space are suspect]
     try:
         documents = _documents(path, text, blob_id, state)
     except _Decline:

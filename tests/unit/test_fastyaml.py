@@ -328,15 +328,15 @@ def test_multi_document_indexes_and_lines(text, expected):
     pytest.param(b"a: {\"b\"\n  : c}\n", id="flow value on a later line than its key"),
     pytest.param(b"a: {multi\n  line: c}\n", id="flow key spanning lines"),
     pytest.param(b"a: 1\n...\n", id="document end marker"),
-    pytest.param(b'a: "x\\\n  y"\n', id="escaped line break"),
+    pytest.param(b'a: {"x\\\n  y": 1}\n', id="escaped line break with a flow mapping (a key spanning lines)"),
     pytest.param(b"a: &x 1\n", id="anchor"),
     pytest.param(b"a: 1\nb: *x\n", id="alias"),
     pytest.param(b"a: [*x]\n", id="alias in flow"),
     pytest.param(b"a: !x 1\n", id="tag"),
     pytest.param(b"a: !!str 1\n", id="core tag"),
     pytest.param(b"%YAML 1.1\n---\na: 1\n", id="directive"),
-    pytest.param(b"a: @x\n", id="reserved indicator @"),
-    pytest.param(b"a: `x\n", id="reserved indicator backquote"),
+    pytest.param(b"a: @x\n", id="reserved indicator @ (an error for yaml-rs too)"),
+    pytest.param(b"a: `x\n", id="reserved indicator backquote (an error for yaml-rs too)"),
     pytest.param(b"base: {a: 1}\nm:\n  <<: {b: 2}\n", id="merge key"),
     pytest.param(b"a: =\n", id="value key"),
     pytest.param(b"a: yes\n", id="yes"),
@@ -373,9 +373,27 @@ def test_each_guard_declines_and_parse_file_falls_back_to_libyaml(text):
 
 def test_what_only_looks_like_an_indicator_is_not_declined():
     accepted("sql: SELECT * FROM x WHERE a != b\ncron: 0 2 * * *\nn: count(*)\n"
-             "url: https://x/?a=1&b=2\nmail: a@b.c\nglob: '*'\nbang: \"!x\"\n")
+             "url: https://x/?a=1&b=2\nmail: a@b.c\nglob: '*'\nbang: \"!x\"\nfmt: \"%d%%\"\n")
     accepted("a: b # a comment *with* &things @here\nc: 1.5\n")
-    accepted("notes: |\n  Steps:\n  * clean\n  * check\nsql: SELECT\n  * FROM t\n")  # no anchor: no alias
+    accepted("notes: |\n  Steps:\n  * clean\n  * `check` it, @ana\nsql: SELECT\n  * FROM t\n")  # no anchor: no alias
+    accepted('msg: "one \\\n  line"\nrun: |\n  make \\\n    all 2>&1 | tee log\n')  # no flow mapping
+    accepted("run: |\n  make 2>&1 | tee log\n  [ -f out ] && echo done\n  test \"$a\" != \"\" || exit 1\n")
+
+
+INDICATOR_CONTEXTS = [
+    "a: {}\n", "- {}\n", "[{}]\n", "{{a: {}}}\n", "{}: a\n", "? {}\n", "{}\n", "{{{}: 1}}\n", "[a, {}]\n",
+    "a:\n  {}\n", "a: b\n  {}\n", "a: |\n  {}\n", "- a\n{}\n", "a: \"b\n  {}\"\n", "--- {}\n", "a: [b,\n  {}]\n",
+    "{{\"a\":{}}}\n", "[a,{}]\n", "- - {}\n", "a: |{}\n  b\n", "a: | {}\n  b\n", "a: > {}\n  b\n", "a: [b]{}\n",
+    "a: [b] {}\n", "a: {{b: c}} {}\n", "[[a] {}]\n", "a: b # {}\n", "a: b #{}\n", "a: \"x\" {}\n", "a: 'x' {}\n",
+    "a: x] {}\n", "a: x| {}\n", "a: [b]\n{}: 1\n", "a: b{}\n", "a: b {}\n", "a: '{}'\n", "a: \"{}\"\n",
+]
+
+
+@pytest.mark.parametrize("indicator", ["*", "*x", "* x", "&x", "&x y", "&", "!t", "!t y", "!", "!!str x", "@x", "@ x",
+                                       "`x", "%x", "%"])
+def test_indicators_anywhere_fast_path_declines_or_agrees(indicator):
+    for context in INDICATOR_CONTEXTS:
+        check(context.format(indicator).encode())
 
 
 def test_deep_nesting_never_reaches_yaml_rs():
