@@ -151,9 +151,9 @@ def fast_parse(path: str, data: bytes, blob_id: str) -> FileResult | None:
     state = [False, flow_mapping]  # [a number was read, keys with a space are suspect]
     try:
         documents = _documents(path, text, blob_id, state)
-    except _Decline:
-        return None
-    if state[0] and not _numbers_agree(data):
+        if state[0] and not _numbers_agree(data):
+            return None
+    except Exception:  # _Decline, or anything unforeseen: declining is always safe
         return None
     return FileResult(path, blob_id, documents)
 

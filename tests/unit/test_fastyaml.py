@@ -129,6 +129,14 @@ def test_plain_scalar_tokens_fast_path_declines_or_agrees():
     assert answered > len(tokens) * 4
 
 
+def test_implicit_keys_around_libyamls_1024_character_limit_decline_or_agree():
+    for length in range(1018, 1030):
+        key = "k" * length
+        for context in ["{}: 1\n", "a:\n  {}: 1\n", "- {}: 1\n", '"{}": 1\n', "'{}': 1\n", "{{{}: 1}}\n",
+                        "[{}: 1]\n", "{} : 1\n", '"\\x41{}": 1\n', "é{}: 1\n"]:
+            check(context.format(key).encode())
+
+
 @pytest.mark.slow
 def test_plain_scalar_tokens_of_four_pieces():
     for combo in itertools.product(PIECES, repeat=4):
