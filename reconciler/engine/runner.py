@@ -73,6 +73,9 @@ class RunLake:
         self.path = Path(path)
         self._conn = None
         self._lock = threading.Lock()
+        # workspace schemas known to exist in this run (write_output creates one once, not per job; only a
+        # workspace's delete drops its schema, never while a workflow of it runs)
+        self.schemas: set[str] = set()
 
     def cursor(self):
         with self._lock:
@@ -182,18 +185,39 @@ class Masker:
 
 
 class JobLog:
+    """A job's log: every line masked and time-stamped. The file stays open while the job runs and each
+    line is flushed as it is written (`logs --follow` reads along); after close() a late line (a stack's
+    stray thread) opens it again for itself."""
+
     def __init__(self, path: Path, mask: Masker):
         self.path = path
         self.mask = mask
         self.lock = threading.Lock()
+        self._file = None
+        self._closed = False
         path.parent.mkdir(parents=True, exist_ok=True)
 
     def __call__(self, line: str) -> None:
         stamp = datetime.now(timezone.utc).strftime("%H:%M:%S.%f")[:-3]
         text = self.mask(str(line).rstrip("\n"))
-        with self.lock, open(self.path, "a", encoding="utf-8") as f:
-            for part in text.split("\n"):
-                f.write(f"{stamp} {part}\n")
+        with self.lock:
+            f = self._file or open(self.path, "a", encoding="utf-8")
+            try:
+                for part in text.split("\n"):
+                    f.write(f"{stamp} {part}\n")
+                f.flush()
+            finally:
+                if self._closed:
+                    f.close()
+                else:
+                    self._file = f
+
+    def close(self) -> None:
+        with self.lock:
+            self._closed = True
+            if self._file is not None:
+                self._file.close()
+                self._file = None
 
 
 def _load_runtimes(jobs) -> None:
@@ -416,72 +440,75 @@ class WorkflowRunner:
         name = job["name"]
         log_path = root / f"{name}.log"
         job_log = JobLog(log_path, masker)
-        retry = job.get("retry") or {}
-        count = int(retry.get("count") or 0)
-        delay = _parse_duration(retry.get("delay")) or 0.0
-        backoff = float(retry.get("backoff") or 1)
-        timeout = _parse_duration(job.get("timeout"))
-        if interrupted and prior_attempts:
-            job_log(f"job '{name}' was interrupted (attempt {prior_attempts}); running it again")
         try:
-            kind, runtime_name, stack = runtime_for(job)
-        except Exception as e:  # a stack module that fails to import is our bug: the job fails, the run goes on
-            return self._job_failed(run_id, name, job_log, f"internal error loading stack: {e}", prior_attempts,
-                                    recorder)
-        custom = kind == "operator" or runtime_name not in BUILTIN
-        runtime_spec = self._spec_of(make_id(kind, runtime_name)) if custom else None
-        if secret_error:
-            return self._job_failed(run_id, name, job_log, secret_error, prior_attempts, recorder)
-        result = JobResult(False, "not run")
-        attempt = prior_attempts
-        for n in range(count + 1):
-            attempt = prior_attempts + n + 1
-            started = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-            recorder.submit(JobUpdate(run_id, name, dict(
-                status=RUNNING, attempts=attempt, started_at=started, log_path=str(log_path),
-                message="retried after an interruption" if interrupted and n == 0 else None)))
-            if _CRASH_AT == f"job:{workflow.id}/{name}":
-                recorder.wait()  # the fault injection crashes with what a crash at this point would have recorded
-                os.kill(os.getpid(), signal.SIGKILL)
-            job_dir = root / name / f"attempt-{attempt}"
-            job_dir.mkdir(parents=True, exist_ok=True)
-            ctx = JobContext(workflow=workflow.name, workflow_id=workflow.id, workspace=workflow.workspace, job=name,
-                             stack=runtime_name if kind == "stack" else f"operator:{runtime_name}",
-                             spec=job.get("spec") or {}, run_id=run_id, attempt=attempt, commit=self.ctx.commit,
-                             state_dir=self.ctx.state_dir, repo_dir=self.ctx.repo_dir(), job_dir=job_dir,
-                             run_dir=self.ctx.run_dir(workflow.workspace), lake=lake, depots=depots,
-                             environ=self.ctx.environ, secret_env=secret_env, runtime_spec=runtime_spec,
-                             runtime_secrets=runtime_secrets, log=job_log,
-                             deadline=time.monotonic() + timeout if timeout else None, cancel=self.stop)
-            job_log(f"attempt {attempt}: {ctx.stack} job '{name}' of run {run_id} started")
-            job_started = time.monotonic()
-            self._emit_job(run_info, workflow, name, ctx.stack, None)
+            retry = job.get("retry") or {}
+            count = int(retry.get("count") or 0)
+            delay = _parse_duration(retry.get("delay")) or 0.0
+            backoff = float(retry.get("backoff") or 1)
+            timeout = _parse_duration(job.get("timeout"))
+            if interrupted and prior_attempts:
+                job_log(f"job '{name}' was interrupted (attempt {prior_attempts}); running it again")
             try:
-                result = stack.run(ctx)
-            except Exception as e:  # a bug in a stack: this job's failure, with the traceback in its log
-                job_log(traceback.format_exc())
-                result = JobResult(False, f"internal error in the {ctx.stack} stack: {type(e).__name__}: {e}")
-            result.message = masker(result.message or "")
-            self._emit_job(run_info, workflow, name, ctx.stack, result)
-            took = time.monotonic() - job_started
-            if result.ok:
-                job_log(f"attempt {attempt} succeeded in {took:.2f}s"
-                        + (f"; rows in {result.rows_in}, out {result.rows_out}" if result.rows_out is not None else ""))
-                break
-            job_log(f"attempt {attempt} failed after {took:.2f}s: {result.message}")
-            if not result.retryable or n == count or self.stop.is_set():
-                break
-            wait_s = delay * (backoff ** n)
-            job_log(f"retrying in {wait_s:g}s ({count - n} retr{'y' if count - n == 1 else 'ies'} left)")
-            if self.stop.wait(wait_s):
-                break
-        column_tags = {o["dataset"]: o["column_tags"] for o in (job.get("spec") or {}).get("outputs") or []
-                       if isinstance(o, dict) and o.get("column_tags") and o.get("dataset")}
-        ticket = recorder.submit(JobFinish(run_id, workflow.id, name, result, attempts=attempt,
-                                           owner=workflow.spec.get("owner"), workspace=workflow.workspace,
-                                           tags=list(workflow.spec.get("tags") or []), column_tags=column_tags,
-                                           ended=datetime.now(timezone.utc).isoformat(timespec="milliseconds")))
-        return result, ticket
+                kind, runtime_name, stack = runtime_for(job)
+            except Exception as e:  # a stack module that fails to import is our bug: the job fails, the run goes on
+                return self._job_failed(run_id, name, job_log, f"internal error loading stack: {e}", prior_attempts,
+                                        recorder)
+            custom = kind == "operator" or runtime_name not in BUILTIN
+            runtime_spec = self._spec_of(make_id(kind, runtime_name)) if custom else None
+            if secret_error:
+                return self._job_failed(run_id, name, job_log, secret_error, prior_attempts, recorder)
+            result = JobResult(False, "not run")
+            attempt = prior_attempts
+            for n in range(count + 1):
+                attempt = prior_attempts + n + 1
+                started = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+                recorder.submit(JobUpdate(run_id, name, dict(
+                    status=RUNNING, attempts=attempt, started_at=started, log_path=str(log_path),
+                    message="retried after an interruption" if interrupted and n == 0 else None)))
+                if _CRASH_AT == f"job:{workflow.id}/{name}":
+                    recorder.wait()  # the fault injection crashes with what a crash at this point would have recorded
+                    os.kill(os.getpid(), signal.SIGKILL)
+                job_dir = root / name / f"attempt-{attempt}"
+                job_dir.mkdir(parents=True, exist_ok=True)
+                ctx = JobContext(workflow=workflow.name, workflow_id=workflow.id, workspace=workflow.workspace, job=name,
+                                 stack=runtime_name if kind == "stack" else f"operator:{runtime_name}",
+                                 spec=job.get("spec") or {}, run_id=run_id, attempt=attempt, commit=self.ctx.commit,
+                                 state_dir=self.ctx.state_dir, repo_dir=self.ctx.repo_dir(), job_dir=job_dir,
+                                 run_dir=self.ctx.run_dir(workflow.workspace), lake=lake, depots=depots,
+                                 environ=self.ctx.environ, secret_env=secret_env, runtime_spec=runtime_spec,
+                                 runtime_secrets=runtime_secrets, log=job_log,
+                                 deadline=time.monotonic() + timeout if timeout else None, cancel=self.stop)
+                job_log(f"attempt {attempt}: {ctx.stack} job '{name}' of run {run_id} started")
+                job_started = time.monotonic()
+                self._emit_job(run_info, workflow, name, ctx.stack, None)
+                try:
+                    result = stack.run(ctx)
+                except Exception as e:  # a bug in a stack: this job's failure, with the traceback in its log
+                    job_log(traceback.format_exc())
+                    result = JobResult(False, f"internal error in the {ctx.stack} stack: {type(e).__name__}: {e}")
+                result.message = masker(result.message or "")
+                self._emit_job(run_info, workflow, name, ctx.stack, result)
+                took = time.monotonic() - job_started
+                if result.ok:
+                    job_log(f"attempt {attempt} succeeded in {took:.2f}s"
+                            + (f"; rows in {result.rows_in}, out {result.rows_out}" if result.rows_out is not None else ""))
+                    break
+                job_log(f"attempt {attempt} failed after {took:.2f}s: {result.message}")
+                if not result.retryable or n == count or self.stop.is_set():
+                    break
+                wait_s = delay * (backoff ** n)
+                job_log(f"retrying in {wait_s:g}s ({count - n} retr{'y' if count - n == 1 else 'ies'} left)")
+                if self.stop.wait(wait_s):
+                    break
+            column_tags = {o["dataset"]: o["column_tags"] for o in (job.get("spec") or {}).get("outputs") or []
+                           if isinstance(o, dict) and o.get("column_tags") and o.get("dataset")}
+            ticket = recorder.submit(JobFinish(run_id, workflow.id, name, result, attempts=attempt,
+                                               owner=workflow.spec.get("owner"), workspace=workflow.workspace,
+                                               tags=list(workflow.spec.get("tags") or []), column_tags=column_tags,
+                                               ended=datetime.now(timezone.utc).isoformat(timespec="milliseconds")))
+            return result, ticket
+        finally:
+            job_log.close()
 
     def _job_failed(self, run_id: str, name: str, job_log: JobLog, message: str, attempts: int,
                     recorder: _Recorder) -> tuple[JobResult, int]:

@@ -15,7 +15,8 @@ from typing import Callable, Protocol
 
 
 class Lake(Protocol):
-    """The platform's lake (a DuckDB file), shared by the jobs of a run inside one process."""
+    """The platform's lake (a DuckDB file), shared by the jobs of a run inside one process. The runner's
+    also has `schemas`, the set of schemas known to exist in this run (a write creates one only once)."""
 
     path: Path
 

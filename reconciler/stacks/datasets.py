@@ -447,7 +447,11 @@ def write_output(cur, ctx: JobContext, address: str, select_sql: str, mode: str,
         raise DatasetError(f"merge output needs keys: the output to {address} uses mode: merge; "
                            "list the columns that identify a row, e.g. keys: [id]")
     target = f"{ident(workspace)}.{ident(table)}"
-    _ensure_schema(cur, workspace)
+    ensured = getattr(ctx.lake, "schemas", None)  # the run's lake remembers the schemas it made sure of
+    if ensured is None or workspace not in ensured:
+        _ensure_schema(cur, workspace)
+        if ensured is not None:
+            ensured.add(workspace)
     start = alongside or (lambda: None)
     cur.begin()
     try:
