@@ -23,8 +23,8 @@ from yaml.nodes import MappingNode, ScalarNode, SequenceNode
 from reconciler.core.diagnostics import Diagnostic, UserError, error
 from reconciler.core.resources import parse_duration
 from reconciler.core.yamlload import compose_documents, parse_file
-from reconciler.lineage.openlineage import _CONFIG_KEYS as _OPENLINEAGE_KEYS  # its known keys, for did-you-mean
-from reconciler.lineage.openlineage import OpenLineageConfig, config_from_dict
+from reconciler.lineage.config import _CONFIG_KEYS as _OPENLINEAGE_KEYS  # its known keys, for did-you-mean
+from reconciler.lineage.config import OpenLineageConfig, config_from_dict
 
 DEFAULT_HOST = "127.0.0.1"  # loopback unless the operator asks for more
 DEFAULT_LISTEN = f"{DEFAULT_HOST}:8080"

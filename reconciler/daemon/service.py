@@ -91,7 +91,8 @@ class Daemon:
 
         # policies naming users or groups this instance does not know are errors; previews' access diffs list its users
         self.subjects = InstanceSubjects.from_config(config)
-        self.warm = WarmPlanner(self.state_dir, list(config.paths), self.subjects.known_for_validation(), compact=True)
+        self.warm = WarmPlanner(self.state_dir, list(config.paths), self.subjects.known_for_validation(), compact=True,
+                                isolate=True)
         self.state = DaemonState()
         from reconciler.daemon.config import read_secret_file
         from reconciler.daemon.metrics import Metrics
@@ -455,8 +456,9 @@ class Daemon:
             hit = self._schedules_seen.get(rid)
             if hit is not None and hit[0] == rec.hash:
                 sched = hit[1]
-            else:
-                sched = ((rec.spec or {}).get("workflow") or {}).get("schedule")
+            else:  # read without keeping the decoded spec on the record (4,800 workflows' specs: ~50 MB)
+                spec = rec.peek_spec() if hasattr(rec, "peek_spec") else rec.spec
+                sched = ((spec or {}).get("workflow") or {}).get("schedule")
             seen[rid] = (rec.hash, sched)
             if sched and sched.get("cron") and rec.phase == "Ready":
                 wanted[f"cron:{rid}"] = (rec, sched)

@@ -37,7 +37,7 @@ RESAVE_AFTER_FILES = 64
 class WarmPlanner:
     def __init__(self, state_dir: Path, paths: list[str] | None = None,
                  known_subjects: frozenset[str] | None = None, cache: DocCache | None = None,
-                 compact: bool = False):
+                 compact: bool = False, isolate: bool = False):
         self.paths = paths
         self.known_subjects = known_subjects  # the instance's users and groups, for policies' subjects
         self.state_dir = Path(state_dir)
@@ -52,6 +52,9 @@ class WarmPlanner:
         # a long-lived planner (the daemon) keeps only the compact state after a full resolve: no parsed
         # documents, no specs (read from the document cache when a plan needs one): ~150 MB less at 10,000
         self.compact = compact
+        # full resolves in a child process that leaves a snapshot to restore: the parsed documents of a whole
+        # repository never enter this process, whose memory would keep their high-water mark (the daemon)
+        self.isolate = isolate
 
     def resolution(self, source, records: dict[str, Record]) -> Resolution:
         prior = _Prior(records)
@@ -150,6 +153,8 @@ class WarmPlanner:
 
     def _full(self, source, prior) -> Resolution:
         self.full_resolves += 1
+        if self.isolate and self._full_elsewhere(source, prior):
+            return self.resolver.out
         with gc_paused():
             result: LoadResult = load_cold(source, self.paths, self.cache, self.state_dir)
             resolver = self._resolver(source, prior)
@@ -164,6 +169,46 @@ class WarmPlanner:
             self.save()  # a restart (or a CLI plan of this repository) starts from here
             self._compact()
         return resolver.out
+
+    def _full_elsewhere(self, source, prior) -> bool:
+        """The full resolve of `source` in a child process (`python -m reconciler.engine.warm REQUEST`), which
+        fills the document cache (on every core) and saves a snapshot; then that snapshot is restored here."""
+        import os
+        import subprocess
+        import sys
+        import tempfile
+
+        if self._snapshot_key(source) is None or source.commit is None:
+            return False
+        request = {"state_dir": str(self.state_dir), "repo": str(source.repo.path), "commit": source.commit,
+                   "prefix": source.prefix, "label": source.root_label, "paths": list(self.paths or []),
+                   "subjects": None if self.known_subjects is None else sorted(self.known_subjects),
+                   "prior_files": dict(prior), "prior_specs": prior.runtime_specs()}
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            fd, path = tempfile.mkstemp(prefix=".resolve-", dir=self.state_dir)
+            with os.fdopen(fd, "wb") as f:
+                f.write(marshal.dumps(request))
+        except (OSError, ValueError):
+            return False
+        try:
+            done = subprocess.run([sys.executable, "-m", "reconciler.engine.warm", path], capture_output=True,
+                                  text=True, timeout=3600)
+        except (OSError, subprocess.SubprocessError):
+            return False
+        finally:
+            Path(path).unlink(missing_ok=True)
+        if done.returncode != 0:
+            import logging
+
+            logging.getLogger(__name__).warning("the resolve in a child process failed; resolving here: %s",
+                                                done.stderr.strip()[-2000:])
+            return False
+        if not (self.restore(source) and self.source.commit == source.commit):
+            return False
+        self.cache.forget_read()
+        self._changed_since_saved = set()
+        return True
 
     def _compact(self) -> None:
         """Swap the resolver for one rebuilt from its own exported state, and let go of everything parsed."""
@@ -216,6 +261,38 @@ class WarmPlanner:
             self._changed_since_saved |= changed_paths
 
 
+class _PriorData:
+    """What a child process gets of the recorded resources: {id: file} and the runtimes' specs."""
+
+    def __init__(self, files: dict[str, str], specs: dict[str, dict]):
+        self.files, self.specs = files, specs
+
+    def keys(self):
+        return self.files.keys()
+
+    def __getitem__(self, rid: str) -> str:
+        return self.files[rid]
+
+    def runtime_specs(self) -> dict[str, dict]:
+        return self.specs
+
+
+def _resolve_request(path: str) -> int:
+    """The child side of WarmPlanner._full_elsewhere."""
+    import pygit2
+
+    from reconciler.gitops.source import GitSource
+
+    with open(path, "rb") as f:
+        r = marshal.loads(f.read())
+    source = GitSource(pygit2.Repository(r["repo"]), r["commit"], r["prefix"], r["label"])
+    subjects = None if r["subjects"] is None else frozenset(r["subjects"])
+    planner = WarmPlanner(Path(r["state_dir"]), r["paths"] or None, subjects)
+    with gc_paused():
+        planner._full(source, _PriorData(r["prior_files"], r["prior_specs"]))
+        return 0 if planner.save(force=True) else 1
+
+
 class _Prior:
     """Recorded resources as {id: source file}, built only when a resolution really needs them."""
 
@@ -239,3 +316,9 @@ def _blob(source, path: str) -> str | None:
         return str(source.tree[path].id)
     except KeyError:
         return None
+
+
+if __name__ == "__main__":  # a full resolve on behalf of a long-lived process (see WarmPlanner.isolate)
+    import sys
+
+    raise SystemExit(_resolve_request(sys.argv[1]))

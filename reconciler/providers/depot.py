@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
-import psycopg
 
 from reconciler.core.ids import DEFAULT_WORKSPACE
 from reconciler.core.record import Record
@@ -228,6 +227,8 @@ def read_postgres_depot(ctx: ApplyContext, depot: str, spec: dict) -> list[Found
     elif ref is not None:
         raise DepotError("password must be a reference {secret: NAME}; never put a password in git")
     where = f"postgres at {host}:{port} (database {database}, user {user})"
+    import psycopg  # only for postgres depots
+
     try:
         conn = psycopg.connect(host=host, port=port, dbname=database, user=user, password=password,
                                connect_timeout=5, application_name="reconciler",

@@ -102,6 +102,7 @@ class DocCache:
         self.max_entries = max_entries
         self._conn: sqlite3.Connection | None = None
         self._opened = False
+        self._checked_absent_at: tuple | None = None  # the file's stamp when it was found unreadable
         self._docs: dict[str, tuple] = {}  # read or put in this run: blob -> entry
         self._validated: dict[str, object] = {}  # key text -> Validated | str
         self._docs_all = self._validated_all = False  # the whole table was read already
@@ -112,11 +113,13 @@ class DocCache:
 
     # -- the database --------------------------------------------------------------------------
     def _db(self) -> sqlite3.Connection | None:
-        """The open cache database, or None when there is none to read (absent, corrupt, another format)."""
-        if self._opened:
+        """The open cache database, or None when there is none to read (absent, corrupt, another format).
+        A file that was absent is looked for again: another process (a worker, a child resolve) may write it."""
+        if self._opened and (self._conn is not None or self._checked_absent_at == _file_stamp(self.path)):
             return self._conn
         self._opened = True
-        if not self.path.exists():
+        self._checked_absent_at = _file_stamp(self.path)
+        if self._checked_absent_at is None:
             return None
         self._conn = self._connect(create=False)
         return self._conn
@@ -358,6 +361,14 @@ class DocCache:
             except sqlite3.Error:
                 pass
         self._conn, self._opened = None, False
+
+
+def _file_stamp(path: Path) -> tuple | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_size, st.st_mtime_ns)
 
 
 def _loads(v: bytes):

@@ -371,6 +371,11 @@ class StoredRecord(Record):
         self.__dict__.pop("_raw_spec", None)
         self.__dict__["_spec"] = value
 
+    def peek_spec(self) -> dict | None:
+        """The spec, decoded for the caller only: the record keeps its compact JSON text."""
+        raw = self.__dict__.get("_raw_spec")
+        return json.loads(raw) if raw is not None else self.__dict__.get("_spec")
+
     def __getstate__(self):  # pickled (the plan memo) with its spec decoded
         _ = self.spec
         return self.__dict__

@@ -189,3 +189,23 @@ def test_a_compact_daemon_planner_plans_what_a_cold_plan_does(repo, tmp_path, se
         if rng.random() < 0.5:
             records = {**records, **applied(got)}
     assert warm.incremental > 0
+
+
+def test_an_isolated_planner_resolves_in_a_child_process_and_plans_what_a_cold_plan_does(repo, tmp_path):
+    """The daemon resolves everything in a child process (its memory never holds the parsed repository) and
+    restores the snapshot the child saved."""
+    state = tmp_path / "state"
+    warm = WarmPlanner(state, compact=True, isolate=True)
+    head = GitSource(repo.repo, str(repo.repo.head.target))
+    assert not warm.restore(head)  # as the daemon starts: no snapshot yet (and no cache file)
+    records = applied(warm.plan(head, {}, serial=0))
+    assert warm.restored and warm.full_resolves == 1 and not warm.cache._docs
+    edits = [EDITS[0](1), EDITS[3](2), EDITS[4](1), EDITS[4](2), EDITS[1](3)]  # incremental, new id, breaks, mends
+    for n, files in enumerate(edits):
+        commit = repo.commit(files)
+        got = warm.plan(GitSource(repo.repo, commit), records, serial=1)
+        assert summary(got) == summary(cold_plan(repo, commit, state, records)), files
+        cold_res = load_desired(Target(str(repo.path), commit, state.parent / f"c{n}"), records).resolution
+        assert resolution_facts(warm.resolver.out) == resolution_facts(cold_res)
+        records = {**records, **applied(got)}
+    assert warm.full_resolves >= 3 and warm.incremental >= 1
