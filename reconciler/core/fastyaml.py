@@ -12,8 +12,8 @@ the single source of truth for every error and position.
 Why a result that gets through is libyaml's:
 
 * Bytes: no control characters, tabs or DEL; valid UTF-8 without C1 controls,
-  NEL/LS/PS (line breaks in YAML 1.1 only), BOMs, U+FFFE or U+FFFF; `\\r` only
-  in `\\r\\n`; no `...` line, no escaped line break. The two readers differ
+  NEL/LS/PS (line breaks in YAML 1.1 only), U+FFFE, U+FFFF or a BOM past the
+  first character; `\\r` only in `\\r\\n`; no `...` line. The two readers differ
   there, and all of it is rare in artefact files.
 * Indicators: `&`, `!` and `%` never where a token could start (only after
   a character that continues a scalar or comment on the same line, like
@@ -121,6 +121,8 @@ class _Decline(Exception):
 
 def fast_parse(path: str, data: bytes, blob_id: str) -> FileResult | None:
     """The `FileResult` libyaml's path would give for `data`, or None when that cannot be shown."""
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]  # a leading byte order mark is not content for libyaml either
     if data.translate(None, _ALLOWED_BYTES):
         return None  # control characters, tabs, DEL
     if data.isascii():

@@ -77,6 +77,7 @@ def _corpus_inputs():
         yield file.name + " (after ---)", b"---\n" + data
         yield file.name + " (nested)", b"k:\n" + b"".join(b"  " + line for line in data.splitlines(True))
         yield file.name + " (no final newline)", data.rstrip(b"\n")
+        yield file.name + " (BOM)", b"\xef\xbb\xbf" + data
 
 
 @needs_corpus
@@ -287,6 +288,7 @@ def test_ordinary_artefact_files_are_not_declined():
     accepted(ORDINARY.replace("\n", "\r\n"))
     accepted(ORDINARY.split("workflow:\n")[0].rstrip("\n"))  # no final newline (and no `|` or `>`)
     accepted(ORDINARY + "---\n" + ORDINARY)
+    accepted("\ufeff" + ORDINARY)  # a leading byte order mark, as some editors write
 
 
 def test_keys_are_interned_like_the_libyaml_builder_interns_them():
@@ -322,7 +324,6 @@ def test_multi_document_indexes_and_lines(text, expected):
     pytest.param("a: b\u2028c\n".encode(), id="LS"),
     pytest.param("a: b\u2029c\n".encode(), id="PS"),
     pytest.param("a: b\x9fc\n".encode(), id="C1 control"),
-    pytest.param("\ufeffa: 1\n".encode(), id="BOM"),
     pytest.param("a: b\ufeff\n".encode(), id="BOM inside"),
     pytest.param("a: \uffff\n".encode(), id="U+FFFF"),
     pytest.param(b"a: caf\xe9\n", id="not UTF-8"),
