@@ -136,8 +136,9 @@ def fast_parse(path: str, data: bytes, blob_id: str) -> FileResult | None:
             return None
     if b"\r" in data and data.count(b"\r") != data.count(b"\r\n"):
         return None
-    if data and data[-1] != 10 and (b"|" in data or b">" in data or not data[data.rfind(b"\n") + 1:].strip(b" ")):
-        return None  # a block scalar (or a blank line) ended by the end of the file: chomping differs
+    unterminated = data and data[-1] != 10  # no line break at the end
+    if unterminated and not data[data.rfind(b"\n") + 1:].strip(b" "):
+        return None  # a last line of spaces: libyaml and yaml-rs chomp a block scalar before it apart
     if _COLON_BEFORE_FLOW.search(data) or _AT_LINE_START.search(data) or data.startswith((b":", b"...")):
         return None
     for indicator in _TOKEN_INDICATORS:
@@ -150,11 +151,13 @@ def fast_parse(path: str, data: bytes, blob_id: str) -> FileResult | None:
         return None
     if len(data) > _SMALL and max(map(len, data.split(b"\n"))) > _MAX_LINE:
         return None
-    state = [False, flow_mapping]  # [a number was read, keys with a space are suspect]
+    state = [False, flow_mapping, None]  # [a number was read, keys with a space are suspect, last value]
     try:
         documents = _documents(path, text, blob_id, state)
         if state[0] and not _numbers_agree(data):
             return None
+        if unterminated and _ends_with_line_break(state[2]):
+            return None  # a block scalar ended by the end of the file: libyaml has no line break to keep
     except Exception:  # _Decline, or anything unforeseen: declining is always safe
         return None
     return FileResult(path, blob_id, documents)
@@ -187,7 +190,7 @@ def _documents(path: str, text: str, blob_id: str, state: list) -> list[Document
     for start, end in bounds:
         part = text[start:end] if end - start < len(text) else text
         marked = start in markers
-        value = _parse(part)
+        value = state[2] = _parse(part)
         content, first = _content(part, marked)
         if not content and not marked:
             if value is not None:
@@ -211,6 +214,24 @@ def _documents(path: str, text: str, blob_id: str, state: list) -> list[Document
         if markers:
             line += part.count("\n")
     return documents
+
+
+def _ends_with_line_break(value) -> bool:
+    """Whether the file's last scalar (the last key or value, all the way down) ends with a line break."""
+    while True:
+        if type(value) is dict:
+            if not value:
+                return False
+            key = next(reversed(value))
+            if type(key) is str and key.endswith("\n"):
+                return True
+            value = value[key]
+        elif type(value) is list:
+            if not value:
+                return False
+            value = value[-1]
+        else:
+            return type(value) is str and value.endswith("\n")
 
 
 def _markers(text: str) -> list[int]:

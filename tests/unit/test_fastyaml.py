@@ -286,7 +286,7 @@ def test_ordinary_artefact_files_are_not_declined():
     assert data["retry"] == {"count": 3, "delay": "5s", "factor": 0.5, "max": 100, "jitter": -1, "limit": 1500.0}
     assert data["policy"]["subjects"]["groups"] == ["*"]
     accepted(ORDINARY.replace("\n", "\r\n"))
-    accepted(ORDINARY.split("workflow:\n")[0].rstrip("\n"))  # no final newline (and no `|` or `>`)
+    accepted(ORDINARY.rstrip("\n"))  # no final line break (the last value is no block scalar)
     accepted(ORDINARY + "---\n" + ORDINARY)
     accepted("\ufeff" + ORDINARY)  # a leading byte order mark, as some editors write
 
@@ -329,6 +329,7 @@ def test_multi_document_indexes_and_lines(text, expected):
     pytest.param(b"a: caf\xe9\n", id="not UTF-8"),
     pytest.param(b"a: 1\rb: 2\n", id="lone CR"),
     pytest.param(b"a: |\n  x", id="block scalar at the end without a line break"),
+    pytest.param(b"a: [1]\nb:\n  - c: >\n      x", id="nested block scalar at the end without a line break"),
     pytest.param(b"a: x\n  ", id="blank last line without a line break"),
     pytest.param(b"a: [x:]\n", id="x: before ]"),
     pytest.param(b"a: {b:, c}\n", id="x: before ,"),
