@@ -13,8 +13,10 @@ Why a result that gets through is libyaml's:
 
 * Bytes: no control characters, tabs or DEL; valid UTF-8 without C1 controls,
   NEL/LS/PS (line breaks in YAML 1.1 only), U+FFFE, U+FFFF or a BOM past the
-  first character; `\\r` only in `\\r\\n`; no `...` line. The two readers differ
-  there, and all of it is rare in artefact files.
+  first character; `\\r` only in `\\r\\n`; no `...` line; without a line break
+  at the end, no block scalar ending the file and no last line of spaces
+  (the two chomp those apart). The readers differ there, and all of it is
+  rare in artefact files.
 * Indicators: `&`, `!` and `%` never where a token could start (only after
   a character that continues a scalar or comment on the same line, like
   `a != b` or `2>&1`): no anchors, tags or directives. Without anchors every
@@ -22,15 +24,17 @@ Why a result that gets through is libyaml's:
   token, so nothing is expanded, merged or retagged, yaml-rs's alias limits
   never matter, and `*`, `@` and backquote may appear anywhere.
 * Flow collections: libyaml rejects `x:` followed by `,?[]{}`, a line starting
-  with `:` (a value on a later line than its key) and keys spanning lines,
-  which yaml-rs reads; files with the first two are declined, and keys with a
-  space or line break in files that have flow collections.
+  with `:` (a value on a later line than its key) and flow mapping keys
+  spanning lines, which yaml-rs reads; files with the first two are declined,
+  and so are keys holding a space or line break, and escaped line breaks, in
+  files with a flow mapping.
 * Documents: a `---` at column 0 followed by a space, line break or the end is
   always a document marker, so the file is split there and each part parsed
   alone (yaml-rs answers a list both for one list document and for a stream);
   the part before the first marker is a document only if it has content, as
-  in libyaml. A mapping document's line is its first content line. Scalar
-  documents are declined (`--- >` at column 0 is an error for libyaml only).
+  in libyaml, and a list document must start with `-` or `[`. A mapping
+  document's line is its first content line. Scalar documents are declined
+  (`--- >` at column 0 is an error for libyaml only).
 * Strings: a string yaml-rs returns may have been a plain scalar. It is
   declined when YAML 1.1 would read that text, plain, as something other than
   a string while yaml-rs keeps it a string (yes, no, on, off, `1:20`, `<<`,
@@ -65,8 +69,10 @@ import yaml_rs
 from .documents import Document, FileResult
 
 MAX_DEPTH = 200  # deeper documents go through libyaml (and its RecursionError fallback)
-# Block nesting needs ~2 characters per level (`- - - x`) or ~2 levels per column of indentation,
-# and yaml-rs stops flow nesting itself, so these bound what yaml-rs is given to ~4,000 levels.
+# yaml-rs crashed the process here between 8,000 and 12,000 levels (8 MB stacks, main thread or
+# not). Block nesting takes ~2 characters a level (`- - - x`) or at most ~2 levels a column of
+# indentation, and yaml-rs refuses deep flow nesting itself: a file is only given to it when it is
+# small or has no long line, which keeps it under ~2,500 levels.
 _SMALL = 4096
 _MAX_LINE = 1000
 _CACHE_MAX = 50_000  # entries per verdict cache
