@@ -303,12 +303,16 @@ class _Prior:
         return self.records.keys()
 
     def __getitem__(self, rid: str) -> str:
-        return self.records[rid].file or ""
+        file_of = getattr(self.records, "file_of", None)  # remembered records answer without building one
+        return (file_of(rid) if file_of is not None else self.records[rid].file) or ""
 
     def runtime_specs(self) -> dict[str, dict]:
         """The recorded stacks' and operators' specs: jobs on a runtime kept for a broken file are checked
         against its last applied schema."""
-        return {k: r.spec for k, r in self.records.items() if r.type in ("stack", "operator") and r.spec}
+        type_of = getattr(self.records, "type_of", None)
+        runtimes = [k for k in self.records if (type_of(k) if type_of is not None else self.records[k].type)
+                    in ("stack", "operator")]
+        return {k: self.records[k].spec for k in runtimes if self.records[k].spec}
 
 
 def _blob(source, path: str) -> str | None:

@@ -46,6 +46,8 @@ CACHE_FILE = "documents.sqlite"
 MAX_ENTRIES = 200_000
 # Snapshots kept (the newest written); each is one warm planner's state.
 KEEP_SNAPSHOTS = 4
+# A save of more entries than this merges the WAL into the file at once.
+CHECKPOINT_AFTER = 1000
 # A load that looks up more entries than this reads the whole table in one query instead.
 BULK_FROM = 256
 
@@ -309,6 +311,12 @@ class DocCache:
 
         if not self._write(write):
             return False
+        if len(docs) + len(validated) > CHECKPOINT_AFTER:
+            # merge the WAL now: the next process's first small write would otherwise copy ~20 MB back
+            try:
+                self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            except sqlite3.Error:
+                pass
         self._new_docs, self._new_validated = {}, {}
         return True
 
