@@ -85,7 +85,8 @@ class GitSource:
         return oid
 
     def read(self, path: str) -> bytes:
-        return self.repo[self._blob_id(path)].data
+        # straight from the object database: half the cost of building a Blob object for its bytes
+        return self.repo.odb.read(self._blob_id(path))[1]
 
     def exists(self, path: str) -> bool:
         return self._lookup(path) is not None
