@@ -63,6 +63,7 @@ def _fill(source, missing: list[tuple[str, str]], cache, state_dir: Path, worker
             cache.put_entry(blob, entry, new=True)
             for key, v in validated:
                 cache.put_validated_entry(key, v, new=True)
+    cache.save()  # this share's entries are written while the children still work, not after
     for pid, out, share in children:
         _, status = os.waitpid(pid, 0)
         results = None
