@@ -54,7 +54,7 @@ def validate(repo, ref, state_dir, paths, config_file, output):
     from reconciler.engine.operations import load_desired
 
     target = make_target(repo, ref, state_dir, paths, config_file)
-    desired = load_desired(target)
+    desired = load_desired(target, snapshot=False)
     res = desired.resolution
     diags = desired.diagnostics
     errors = [d for d in diags if d.is_error]

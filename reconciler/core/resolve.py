@@ -398,9 +398,9 @@ class Resolver:
     def _filter_problem(self, text: str) -> str | None:
         """policy_checks.filter_problem, remembered in the validation memo: the SQL parser is imported only
         when a filter is new."""
-        from reconciler.core.policy_checks import FILTER_CHECK_VERSION, filter_problem
+        from reconciler.core.policy_checks import filter_problem
 
-        key = ("policy-filter", FILTER_CHECK_VERSION, text)
+        key = filter_key(text)
         hit = self.memo.get(key) if self.memo is not None else None
         if hit is not None:
             return hit or None
@@ -709,6 +709,13 @@ def _has(raw_section, i) -> bool:
         return isinstance(raw_section["resources"][i]["spec"], dict)
     except (KeyError, IndexError, TypeError):
         return False
+
+
+def filter_key(text: str) -> tuple:
+    """The validation memo's key for the verdict on one policy row filter."""
+    from reconciler.core.policy_checks import FILTER_CHECK_VERSION
+
+    return ("policy-filter", FILTER_CHECK_VERSION, text)
 
 
 # Bump when what export_state writes changes meaning: older snapshots are then ignored.

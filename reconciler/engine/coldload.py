@@ -112,7 +112,8 @@ def _child(source, share, state_dir: Path, out) -> None:
 def _work(source, share):
     """(path, blob, cache entry, [(memo key, validated data)]) of each file, as plain data."""
     from reconciler.core.loader import load_file
-    from reconciler.core.resolve import validate
+    from reconciler.core.policy_checks import filter_problem
+    from reconciler.core.resolve import filter_key, validate
     from reconciler.store.doccache import entry_of, validated_to_data
 
     for path, blob in share:
@@ -121,5 +122,16 @@ def _work(source, share):
         if not result.broken:
             for doc in result.documents:
                 if doc.is_artefact:
-                    validated.append(((blob, doc.index), validated_to_data(validate(doc.data))))
+                    v = validate(doc.data)
+                    validated.append(((blob, doc.index), validated_to_data(v)))
+                    filter_text = _row_filter(v.spec)
+                    if filter_text is not None:  # checked here too: the resolver then needs no SQL parser
+                        validated.append((filter_key(filter_text), validated_to_data(filter_problem(filter_text) or "")))
         yield path, blob, entry_of(result), validated
+
+
+def _row_filter(spec: dict | None) -> str | None:
+    if not spec or spec.get("type") != "policy":
+        return None
+    text = (spec.get("policy") or {}).get("filter")
+    return text if isinstance(text, str) else None

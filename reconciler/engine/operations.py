@@ -70,13 +70,16 @@ def open_source(target: Target):
     return _open(target.repo, target.ref, Path(target.state_dir))
 
 
-def load_desired(target: Target, records: dict[str, Record] | None = None, source=None) -> Desired:
+def load_desired(target: Target, records: dict[str, Record] | None = None, source=None,
+                 snapshot: bool = True) -> Desired:
     """Everything at the target, parsed, validated and resolved, with what linking it found. A snapshot of
-    an earlier resolve of this repository (engine/warm.py) makes a fresh process read only what changed."""
-    return _desired(target, records or {}, source or open_source(target))[0]
+    an earlier resolve of this repository (engine/warm.py) makes a fresh process read only what changed;
+    `snapshot=False` saves none after a full resolve (`validate`: plans and applies save theirs)."""
+    return _desired(target, records or {}, source or open_source(target), snapshot)[0]
 
 
-def _desired(target: Target, records: dict[str, Record], source) -> "tuple[Desired, WarmPlanner]":
+def _desired(target: Target, records: dict[str, Record], source,
+             snapshot: bool = True) -> "tuple[Desired, WarmPlanner]":
     from reconciler.core.loader import gc_paused
     from reconciler.engine.warm import WarmPlanner
 
@@ -89,7 +92,8 @@ def _desired(target: Target, records: dict[str, Record], source) -> "tuple[Desir
         if hasattr(source, "tree"):
             warm.restore(source)
         resolution = warm.resolution(source, records)
-        warm.save()
+        if snapshot:
+            warm.save()
         gc.freeze()  # before the GC is on again, or its first pass scans everything built here
     return Desired(source, warm.last_load, resolution), warm
 

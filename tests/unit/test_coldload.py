@@ -4,6 +4,7 @@ import os
 import pytest
 
 from reconciler.core.loader import load
+from reconciler.core.resolve import filter_key
 from reconciler.engine import coldload
 from reconciler.gitops.source import GitSource
 from reconciler.store.doccache import DocCache
@@ -19,6 +20,8 @@ def repo(tmp_path):
     files["multi.yaml"] = repos.DEPOT.replace("name: raw", "name: m1") + "---\n" + repos.DEPOT.replace("name: raw", "name: m2")
     files["invalid.yaml"] = repos.DEPOT.replace("kind: file", "kind: nosuchkind")
     files["notes.yaml"] = "just: data\n"
+    files["policies/eu.yaml"] = repos.POLICY.replace("name: mask-cards", "name: eu-only").replace(
+        "  mask:\n    - {columns: [card_number], with: last4}", "  filter: \"currency = 'EUR'\"")
     g = GitRepo(tmp_path / "repo")
     g.commit(files)
     return g
@@ -44,6 +47,8 @@ def test_workers_load_what_one_process_loads_and_fill_the_cache(repo, tmp_path, 
         for doc in result.documents:
             if doc.is_artefact and not result.broken:
                 assert again.get_validated((doc.blob_id, doc.index)) is not None, path
+    # policies' row filters were checked by the workers too: resolving needs no SQL parser here
+    assert again.get_validated(filter_key("currency = 'EUR'")) == ""
 
 
 class FailsInChildren(GitSource):
