@@ -351,8 +351,10 @@ def delete(kind, name, file_, workspace, cascade, state_dir, auto_approve, outpu
 @click.option("--drift-interval", default=None, help="How often to look for drift, e.g. 5m.")
 @click.option("--self-heal/--no-self-heal", default=None, help="Re-apply resources whose observed state drifted.")
 @click.option("--slo-interval", default=None, help="How often to evaluate data products' SLOs, e.g. 1m.")
+@click.option("--lake-hold", default=None,
+              help="Keep the lake open this long after a workflow run, e.g. 60s (faster runs, more memory; default 0s).")
 def daemon(config_file, repo, branch, interval, state_dir, status_branch, max_prune, listen, webhook_secret_file,
-           drift_interval, self_heal, slo_interval):
+           drift_interval, self_heal, slo_interval, lake_hold):
     """Keep the state converged to a git branch; report back on the status branch (SIGTERM stops it)."""
     import logging
     import signal
@@ -363,7 +365,7 @@ def daemon(config_file, repo, branch, interval, state_dir, status_branch, max_pr
     overrides = {"repo": repo, "branch": branch, "interval": interval, "state_dir": state_dir,
                  "status_branch": status_branch, "max_prune": max_prune, "listen": listen,
                  "webhook_secret_file": webhook_secret_file, "drift_interval": drift_interval,
-                 "self_heal": self_heal, "slo_interval": slo_interval}
+                 "self_heal": self_heal, "slo_interval": slo_interval, "lake_hold": lake_hold}
     if config_file is None and repo is None:
         raise UserError("the daemon needs --config FILE or --repo REPO")
     config = load_config(config_file, overrides)

@@ -25,9 +25,11 @@ def _directory(config_path: Path | None):
     return Directory.from_config(load_config(path))
 
 
-def _with_retry(fn, patience: float = 5.0):
-    """A daemon may hold the state or the lake for a moment (a write, a workflow run): retry briefly."""
+def _with_retry(fn, patience: float = 5.0, lake: Path | None = None):
+    """A daemon may hold the state or the lake for a moment (a write, a workflow run, or the lake kept open
+    between runs, which it closes when asked): retry briefly."""
     from reconciler.query.engine import LakeBusy
+    from reconciler.store import lakegate
 
     deadline = time.monotonic() + patience
     while True:
@@ -37,6 +39,8 @@ def _with_retry(fn, patience: float = 5.0):
             busy = isinstance(exc, LakeBusy) or "in use by" in exc.message
             if not busy or time.monotonic() >= deadline:
                 raise
+            if isinstance(exc, LakeBusy) and lake is not None:
+                lakegate.ask_release(lake)
             time.sleep(0.25)
 
 
@@ -67,7 +71,7 @@ def query(sql, user, config_path, state_dir, limit, output):
     subject = directory.subject(user)
     engine = QueryEngine(state, directory)
     try:
-        result = _with_retry(lambda: engine.run(subject, sql, limit=limit))
+        result = _with_retry(lambda: engine.run(subject, sql, limit=limit), lake=state / "lake.duckdb")
     finally:
         engine.close()
     if output == "json":

@@ -54,7 +54,14 @@ def _path(value: Any) -> Any:
     return value
 
 
+def _duration_or_zero(value: Any) -> float:
+    if value in (0, "0", "0s"):
+        return 0.0
+    return _duration(value)
+
+
 Duration = Annotated[float, BeforeValidator(_duration)]
+DurationOrZero = Annotated[float, BeforeValidator(_duration_or_zero)]
 FilePath = Annotated[Path, BeforeValidator(_path)]
 
 
@@ -143,6 +150,9 @@ class DaemonConfig(BaseModel):
     groups: dict[str, GroupConfig] = Field(default_factory=dict)
     drift_interval: Duration = 300.0
     slo_interval: Duration = 60.0  # how often data products' SLOs are evaluated (also after every reconcile)
+    # how long the lake stays open for writing after a workflow run (0: closed at once). Faster runs (no open
+    # and close of a lake of thousands of tables), more memory (DuckDB keeps its catalog: ~100 MB at 7,000 tables)
+    lake_hold: DurationOrZero = 0.0
 
     @field_validator("repo")
     @classmethod

@@ -23,6 +23,7 @@ from pathlib import Path
 from reconciler.core.plan import DELETE
 from reconciler.daemon.config import DaemonConfig
 from reconciler.engine import operations
+from reconciler.store import lakegate
 
 log = logging.getLogger("reconciler.daemon")
 
@@ -114,6 +115,9 @@ class Daemon:
         from reconciler.store.lock import StateLock
 
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        # with lake_hold, the lake stays open between workflow runs (opening and closing 7,000 tables cost
+        # ~0.5 s a run); it is closed once idle that long, or at once when another process asks for it
+        lakegate.keep_open(self.config.lake_hold)
         with StateLock(self.state_dir, "daemon"):
             scheduler = self.scheduler = BackgroundScheduler(timezone="UTC")
             scheduler.add_job(self.trigger, "interval", seconds=self.config.interval, id="poll",
@@ -134,6 +138,7 @@ class Daemon:
                     if not self.wake.is_set():
                         self._tidy()  # idle: what the last reconcile left for later
                         continue
+                    lakegate.close_idle()  # a lake kept open too long, or that another process asked for
                     self.wake.clear()
                     if self.reconcile_once().skipped and not self.wake.is_set():
                         self._tidy()  # nothing new came in: what the last reconcile left for later
@@ -142,6 +147,8 @@ class Daemon:
                     self._tidy()
                 except Exception as e:  # noqa: BLE001  stopping anyway
                     log.debug("tidying up at exit failed: %s", e)
+                lakegate.keep_open(0)
+                lakegate.close_idle()
                 (self.state_dir / DAEMON_FILE).unlink(missing_ok=True)
                 scheduler.shutdown(wait=False)
                 if server is not None:
@@ -193,6 +200,9 @@ class Daemon:
     def _reconcile(self, force: bool) -> ReconcileResult:
         source = operations.open_source(self.target)  # a URL is fetched into its mirror here
         head = source.commit
+        if head != self.state.last_commit or force:
+            # a workflow may run: the lake (~0.3 s to open at 7,000 tables) opens while the plan is made
+            lakegate.open_ahead(self.state_dir / "lake.duckdb")
         ran = self._run_due_workflows()
         drift_changed = False
         # a new head goes first; drift is looked for in slices between pushes, never in the way of one
@@ -236,6 +246,8 @@ class Daemon:
             self._evaluate_slos()  # after the apply and its workflow runs, before the report that shows them
             status_commit = self._write_status(source, head, self.state.last_errors, held, store=store)
             records, _ = self._records_and_runs(with_runs=False, store=store)
+        if not self.config.lake_hold:
+            lakegate.discard_held(self.state_dir / "lake.duckdb")  # opened ahead for nothing: let it go
         self._push(source)  # the status first: previews of other branches are not in the way of a push's report
         if self._previews(source):
             self._push(source)
@@ -250,6 +262,7 @@ class Daemon:
     def _tidy(self) -> None:
         """What a reconcile leaves for later, done when the loop is idle: old checkouts are removed (a
         10,000-file tree each) and the state's WAL is merged into the database file."""
+        lakegate.close_idle()
         keep, self._prune_keep = self._prune_keep, None
         if keep is not None:
             operations.prune_checkouts(self.state_dir, keep)

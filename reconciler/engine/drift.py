@@ -64,6 +64,7 @@ def _lake_drift(lake_path: Path, owned: list[dict], store) -> str:
 
     parts = []
     lakegate.enter(lake_path)  # this process's query database steps aside while we look
+    lakegate.drop_held(lake_path)  # and a write connection kept open (a read-only one cannot join it)
     try:
         con = duckdb.connect(str(lake_path), read_only=True)
     except BaseException:

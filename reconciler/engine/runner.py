@@ -97,7 +97,7 @@ class RunLake:
                 from reconciler.store import lakegate
 
                 try:
-                    self._conn.close()
+                    lakegate.release(self.path, self._conn)  # closed, or kept open by a daemon for its next run
                 finally:
                     self._conn = None
                     lakegate.leave(self.path)

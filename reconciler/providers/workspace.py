@@ -31,7 +31,7 @@ def lake_connection(lake_path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
         try:
             yield conn
         finally:
-            conn.close()
+            lakegate.release(lake_path, conn)
 
 
 def schema_tables(conn: duckdb.DuckDBPyConnection, schema: str) -> list[str]:

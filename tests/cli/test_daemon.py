@@ -136,11 +136,12 @@ def test_daemon_syncs_reports_on_the_status_branch_and_stops_on_sigterm(daemon, 
     assert p.wait(60) == 0
 
 
-def start_daemon(bare_path, state, port, extra_env=None):
+def start_daemon(bare_path, state, port, extra_env=None, extra_args=()):
     env = {**os.environ, **ENV, **(extra_env or {})}
     env.pop("RECONCILER_STATE_DIR", None)
     return subprocess.Popen([sys.executable, "-m", "reconciler", "daemon", "--repo", f"file://{bare_path}",
-                             "--state-dir", str(state), "--interval", "1s", "--listen", f"127.0.0.1:{port}"],
+                             "--state-dir", str(state), "--interval", "1s", "--listen", f"127.0.0.1:{port}",
+                             *extra_args],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -285,3 +286,33 @@ workflow:
 def test_a_bad_slo_interval_flag_is_named(tmp_path):
     r = run_cli("daemon", "--repo", tmp_path, "--state-dir", tmp_path / "state", "--slo-interval", "soon")
     assert r.code == 1 and "slo_interval (from --slo-interval)" in r.err and "Traceback" not in r.err, r
+
+
+def test_the_lake_stays_open_between_runs_and_is_released_to_a_query(remote, tmp_path):
+    """Opening and closing a lake of thousands of tables costs ~0.5 s a run, so a daemon with --lake-hold keeps
+    it open after a run. Another process's `reconciler query` asks for it and gets it within its retry window."""
+    import duckdb
+
+    work, bare_path = remote
+    state, port = tmp_path / "state", free_port()
+    (tmp_path / "ana.tok").write_text("token-ana\n")
+    config = tmp_path / "reconciler.yaml"
+    config.write_text(f"repo: file://{bare_path}\nstate_dir: {state}\nusers:\n  ana: {{groups: [platform], token_file: ana.tok}}\ngroups:\n  platform: {{admin: true}}\n")
+    p = start_daemon(bare_path, state, port, extra_args=("--lake-hold", "60s"))
+    try:
+        wait_for(lambda: http(port, "/readyz")[0] == 200, "the first reconcile (the workflow ran)")
+        try:  # held: DuckDB's file lock refuses another process
+            duckdb.connect(str(state / "lake.duckdb"), read_only=True).close()
+            pytest.fail("the lake was not kept open after the run")
+        except duckdb.Error as e:
+            assert "lock" in str(e).lower()
+        r = run_cli("query", "SELECT count(*) AS n FROM valid", "--as", "ana", "--config", config,
+                    "--state-dir", state, "-o", "json")
+        assert r.code == 0, r
+        assert r.json["rows"] == [{"n": 2}] or r.json["rows"] == [[2]], r.json
+        assert not (state / "lake.duckdb.wanted").exists()  # the request was taken
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(60) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
