@@ -223,8 +223,13 @@ def known_datasets(records: dict[str, "Record"], desired: dict[str, "Resource"],
 
 def _known_datasets(records, desired, state_dir, select) -> tuple[list[DatasetInfo], set[str]]:
     """known_datasets, and the addresses among them that are not catalogued yet."""
-    owner_of = {rid: (r.spec or {}).get("owner") for rid, r in records.items()}
-    owner_of.update({rid: r.spec.get("owner") for rid, r in desired.items()})
+    def owner_of(rid: str):  # only for the datasets read below: specs of restored resources load on use
+        r = desired.get(rid)
+        if r is not None:
+            return r.spec.get("owner")
+        rec = records.get(rid)
+        return (rec.spec or {}).get("owner") if rec is not None else None
+
     planned = {a: (owner, columns) for a, owner, columns in _desired_datasets(desired.values())}
     with _catalog(state_dir) as catalog:
         rows = {r["address"]: r for r in (catalog.datasets() if catalog is not None else ())}
@@ -233,7 +238,7 @@ def _known_datasets(records, desired, state_dir, select) -> tuple[list[DatasetIn
         for address in sorted(keep):
             row = rows.get(address)
             if row is not None:
-                owner = owner_of.get(row.get("owner_resource") or "") or row.get("owner")
+                owner = owner_of(row.get("owner_resource") or "") or row.get("owner")
                 columns = {c["name"]: list(c.get("tags") or ()) for c in catalog.columns(address)}
                 found[address] = DatasetInfo(address, owner, columns)
             else:

@@ -243,6 +243,8 @@ def current_records(state_dir: Path) -> tuple[dict[str, Record], int]:
     from reconciler.store import recordcache
     from reconciler.store.doccache import DocCache
 
+    if not (Path(state_dir) / "state.duckdb").exists():
+        return {}, 0  # nothing applied yet: no need to open (or import) DuckDB
     cache = DocCache(state_dir)
     hit = recordcache.remembered(cache, state_dir)
     if hit is not None:

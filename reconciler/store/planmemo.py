@@ -1,4 +1,4 @@
-"""Plans memoised by everything they are a function of.
+"""Plans memoised by everything they are a function of (marshalled plain data, never pickles).
 
 A plan depends only on the artefacts at one tree, the recorded state, the
 planner options and the code that makes it. When none of those moved, the
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-import pickle
+import marshal
 import tempfile
 from pathlib import Path
 
@@ -45,13 +45,13 @@ class PlanMemo:
         return (FORMAT, str(tree.id), tuple(paths or ()), state_fingerprint(state_dir), tuple(sorted(options.items())))
 
     def _file(self, key) -> Path:
-        return self.dir / (hashlib.sha1(repr(key).encode()).hexdigest() + ".pickle")
+        return self.dir / (hashlib.sha1(repr(key).encode()).hexdigest() + ".plan")
 
     def get(self, key) -> dict | None:
         if key is None:
             return None
         try:
-            stored_key, value = pickle.loads(self._file(key).read_bytes())
+            stored_key, value = marshal.loads(self._file(key).read_bytes())
         except Exception:  # absent or unreadable: only a cache
             return None
         return value if stored_key == key else None
@@ -60,13 +60,15 @@ class PlanMemo:
         if key is None:
             return
         try:
+            data = marshal.dumps((key, value))  # plain data: a memo file cannot carry code
             self.dir.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=".plan-", dir=self.dir)
             with os.fdopen(fd, "wb") as f:
-                pickle.dump((key, value), f, protocol=5)
+                f.write(data)
             os.replace(tmp, self._file(key))
-            old = sorted(self.dir.glob("*.pickle"), key=lambda p: p.stat().st_mtime_ns)[:-KEEP]
+            old = sorted(self.dir.glob("*.plan"), key=lambda p: p.stat().st_mtime_ns)[:-KEEP]
+            old += list(self.dir.glob("*.pickle"))  # an older release's memo files
             for p in old:
                 p.unlink(missing_ok=True)
-        except OSError:
+        except (OSError, ValueError):  # ValueError: something in the plan marshal cannot write
             pass  # a state dir we cannot write to only loses the memo

@@ -271,7 +271,7 @@ def test_a_remembered_plan_is_never_served_after_the_state_moved(git_repo, state
     assert apply(git_repo, state_dir).code == 0
     for _ in range(2):  # the second run is answered from the plan memo
         assert cli(git_repo, state_dir, "plan", "--detailed-exitcode").code == 0
-    assert list((state_dir / "cache" / "plans").glob("*.pickle"))
+    assert list((state_dir / "cache" / "plans").glob("*.plan"))
     r = run_cli("delete", "policy", "mask-cards", "--state-dir", state_dir, "--auto-approve")
     assert r.code == 0, r
     r = cli(git_repo, state_dir, "plan", "--detailed-exitcode")
