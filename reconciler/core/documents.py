@@ -10,6 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable, Protocol
 
+# Bump when parsing changes what a blob yields, so persisted parse caches are dropped.
+PARSER_VERSION = 2
+
 
 @dataclass
 class Document:

@@ -17,11 +17,9 @@ from yaml.constructor import ConstructorError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from .diagnostics import Diagnostic, error
-from .documents import Document, FileResult
+from .documents import PARSER_VERSION, Document, FileResult  # noqa: F401  (PARSER_VERSION: re-exported)
 from .fastyaml import fast_parse
 
-# Bump when parsing changes what a blob yields, so persisted parse caches are dropped.
-PARSER_VERSION = 2
 
 MB = 1024 * 1024
 DEFAULT_MAX_BYTES = 10 * MB

@@ -301,7 +301,14 @@ class Daemon:
         records, runs = self._records_and_runs(store=store)
         files = status_files(list(records.values()), runs, head, errors=errors, held=held,
                              drift=self.state.drift or None, products=self.state.products)
-        return self._status_branch(repo).write(files, f"Status of {self.config.branch} at {head}")
+        try:
+            return self._status_branch(repo).write(files, f"Status of {self.config.branch} at {head}")
+        except (OSError, pygit2.GitError) as e:  # the environment, not a bug: say what to fix, no traceback
+            from reconciler.core.diagnostics import UserError
+
+            raise UserError(f"cannot write the status branch {self.config.status_branch} in {repo.path}: {e}",
+                            hint="the daemon commits its status into the repository it reads (or its mirror of a "
+                                 "remote): it must be writable by the daemon's user") from None
 
     def _status_branch(self, repo):
         from reconciler.gitops.status import StatusBranch

@@ -21,7 +21,6 @@ dead endpoint costs a run one timeout, not one per event.
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 import uuid
@@ -30,8 +29,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterable, Mapping
-from urllib.parse import urlsplit
+from typing import Any, Iterable
 
 import requests
 from openlineage.client import OpenLineageClient
@@ -49,7 +47,6 @@ from openlineage.client.serde import Serde
 from openlineage.client.transport.file import FileConfig, FileTransport
 from openlineage.client.transport.http import ApiKeyTokenProvider, HttpConfig, HttpTransport, TokenProvider
 
-from reconciler.core.diagnostics import UserError
 from reconciler.stacks.base import CheckResult, JobResult
 
 log = logging.getLogger(__name__)
@@ -79,7 +76,7 @@ _HTTP_RETRY = {
 }
 
 
-from reconciler.lineage.config import (  # noqa: E402  (re-exported: the configuration lives there)
+from reconciler.lineage.config import (  # noqa: E402,F401  (re-exported: the configuration lives there)
     _CONFIG_KEYS, DEFAULT_ENDPOINT, MAX_TIMEOUT, TRANSPORTS, OpenLineageConfig, config_from_dict, config_from_env)
 
 # ---------------------------------------------------------------------------- what the runner passes

@@ -12,35 +12,15 @@ from __future__ import annotations
 
 import marshal
 import sqlite3
-import sys
-from dataclasses import fields
 from pathlib import Path
 
 from reconciler.core.diagnostics import Diagnostic
 from reconciler.core.documents import Document, FileResult
 from reconciler.core.resource import JobSpec, Ref
-from reconciler.core.yamlload import PARSER_VERSION
 
 
-def _models_fingerprint() -> str:
-    """Validation results are cached too: any change to the models' or resolver's code invalidates them."""
-    import hashlib
+from reconciler.store.cacheformat import FORMAT
 
-    core = Path(__file__).resolve().parent.parent / "core"  # found by path: importing the models costs 0.2 s
-    h = hashlib.sha1()
-    files = sorted((core / "resources").glob("*.py")) + [core / "resolve.py", core / "resource.py",
-                                                         core / "planner.py", core / "plan.py"]
-    for f in files:
-        try:
-            h.update(f.read_bytes())
-        except OSError:
-            h.update(f.name.encode())
-    return h.hexdigest()
-
-
-# Any change to what an entry holds or to what the parser yields must change this.
-FORMAT = ("reconciler-doccache", 4, PARSER_VERSION, sys.version_info[:2], marshal.version,
-          tuple(f.name for f in fields(Diagnostic)), _models_fingerprint())
 CACHE_FILE = "documents.sqlite"
 # Entries not used in this run are dropped on save once the cache holds more than this.
 MAX_ENTRIES = 200_000

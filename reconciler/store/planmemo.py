@@ -14,7 +14,7 @@ import marshal
 import tempfile
 from pathlib import Path
 
-from reconciler.store.doccache import FORMAT
+from reconciler.store.cacheformat import FORMAT
 
 MEMO_DIR = "plans"
 KEEP = 8  # plans kept; the oldest are removed

@@ -4,7 +4,7 @@ from dataclasses import fields
 from reconciler.core.record import FAILED, READY, Record
 from reconciler.store import recordcache
 from reconciler.store.doccache import DocCache
-from reconciler.store.state import Finish, StateStore
+from reconciler.store.state import StateStore
 from tests.unit.test_store import depot
 
 
