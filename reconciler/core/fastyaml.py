@@ -331,10 +331,7 @@ def _new_key(key, state: list) -> str:
             raise _Decline  # maybe a flow key spanning lines: an error for libyaml
         return intern(key)  # not remembered: the check depends on the file
     interned = intern(key)
-    if len(key) <= _CACHE_TEXT_MAX:
-        if len(_KEYS) >= _CACHE_MAX:
-            _KEYS.clear()
-        _KEYS[interned] = interned
+    _remember(_KEYS, interned, interned)
     return interned
 
 
@@ -342,11 +339,16 @@ def _string_risk(text: str) -> bool:
     risk = _STRING_RISK.get(text)
     if risk is None:
         risk = _plain_string_differs(text)
-        if len(text) <= _CACHE_TEXT_MAX:
-            if len(_STRING_RISK) >= _CACHE_MAX:
-                _STRING_RISK.clear()
-            _STRING_RISK[text] = risk
+        _remember(_STRING_RISK, text, risk)
     return risk
+
+
+def _remember(cache: dict, text, verdict) -> None:
+    """Keep a verdict on a short text; a full cache starts over (the same few texts recur)."""
+    if len(text) <= _CACHE_TEXT_MAX:
+        if len(cache) >= _CACHE_MAX:
+            cache.clear()
+        cache[text] = verdict
 
 
 def _plain_string_differs(text: str) -> bool:
@@ -390,10 +392,7 @@ def _numbers_agree(data: bytes) -> bool:
         verdict = same.get(token)
         if verdict is None:
             verdict = _same_number(token)
-            if len(token) <= _CACHE_TEXT_MAX:
-                if len(same) >= _CACHE_MAX:
-                    same.clear()
-                same[token] = verdict
+            _remember(same, token, verdict)
         if not verdict:
             return False
     return True

@@ -87,7 +87,7 @@ class DocCache:
         self._checked_absent_at: tuple | None = None  # the file's stamp when it was found unreadable
         self._docs: dict[str, tuple] = {}  # read or put in this run: blob -> entry
         self._validated: dict[str, object] = {}  # key text -> Validated | str
-        self._docs_all = self._validated_all = False  # the whole table was read already
+        self._all: set[str] = set()  # tables read whole already
         self._new_docs: dict[str, tuple] = {}
         self._new_validated: dict[str, tuple] = {}
         self._used: set[str] = set()
@@ -168,23 +168,26 @@ class DocCache:
             return False
 
     # -- parsed files --------------------------------------------------------------------------------
-    def prefetch(self, blob_ids) -> None:
-        """Read the entries of many blobs at once (one query for a large load)."""
-        wanted = [b for b in blob_ids if b not in self._docs]
-        if not wanted or self._docs_all:
+    def _prefetch(self, table: str, memory: dict, keys, decode) -> None:
+        """Read the entries of many keys at once: the whole table in one query for a large load."""
+        wanted = [k for k in keys if k not in memory]
+        if not wanted or table in self._all:
             return
         if len(wanted) >= BULK_FROM:
-            rows = self._select("docs")
-            self._docs_all = True
+            rows = self._select(table)
+            self._all.add(table)
         else:
-            rows = self._select("docs", wanted)
+            rows = self._select(table, wanted)
         for k, v in rows:
-            if k not in self._docs:
-                self._docs[k] = _loads(v)
+            if k not in memory:
+                memory[k] = decode(v)
+
+    def prefetch(self, blob_ids) -> None:
+        self._prefetch("docs", self._docs, blob_ids, _loads)
 
     def get(self, blob_id: str) -> FileResult | None:
         entry = self._docs.get(blob_id)
-        if entry is None and not self._docs_all:
+        if entry is None and "docs" not in self._all:
             rows = self._select("docs", [blob_id])
             entry = _loads(rows[0][1]) if rows else None
             if entry is not None:
@@ -209,7 +212,7 @@ class DocCache:
     def has(self, blob_id: str) -> bool:
         if blob_id in self._docs:
             return True
-        return not self._docs_all and self._stored("docs", blob_id)
+        return "docs" not in self._all and self._stored("docs", blob_id)
 
     def ready_for_writers(self) -> bool:
         """Make sure the cache file exists with its tables (before worker processes write to it)."""
@@ -217,22 +220,12 @@ class DocCache:
 
     # -- validation results, keyed by (blob id, document index[, workspace override]) ------------------
     def prefetch_validated(self, keys) -> None:
-        wanted = [k for k in map(_key, keys) if k not in self._validated]
-        if not wanted or self._validated_all:
-            return
-        if len(wanted) >= BULK_FROM:
-            rows = self._select("validated")
-            self._validated_all = True
-        else:
-            rows = self._select("validated", wanted)
-        for k, v in rows:
-            if k not in self._validated:
-                self._validated[k] = _decoded(v)
+        self._prefetch("validated", self._validated, map(_key, keys), _decoded)
 
     def get_validated(self, key):
         k = _key(key)
         hit = self._validated.get(k)
-        if hit is None and not self._validated_all:
+        if hit is None and "validated" not in self._all:
             rows = self._select("validated", [k])
             if rows:
                 hit = self._validated[k] = _decoded(rows[0][1])
@@ -339,7 +332,7 @@ class DocCache:
         if self.dirty:
             return
         self._docs, self._validated = {}, {}
-        self._docs_all = self._validated_all = False
+        self._all = set()
         self._used, self._used_validated = set(), set()
 
     def close(self) -> None:
