@@ -61,6 +61,10 @@ class Diagnostic:
     def sort_key(self):
         return (self.file or "", self.line or 0, self.col or 0, self.message)
 
+    def to_data(self) -> tuple:
+        """Every field as a plain tuple (what caches and snapshots store); `Diagnostic(*data)` is the inverse."""
+        return (self.severity, self.message, self.file, self.line, self.col, self.hint, self.path, self.doc_index)
+
 
 def error(message: str, file: str | None = None, line: int | None = None, col: int | None = None,
           hint: str | None = None, path: KeyPath | None = None, doc_index: int | None = None) -> Diagnostic:

@@ -499,7 +499,7 @@ class Resolver:
         warnings = {id(d) for d in self._policy_warnings}
         return (
             STATE_VERSION, tuple(rows), tuple(out.order),
-            tuple(_diag_data(d) for d in out.diagnostics),
+            tuple(d.to_data() for d in out.diagnostics),
             tuple(i for i, d in enumerate(out.diagnostics) if id(d) in warnings),
             frozenset(out.invalid_ids), frozenset(out.broken_files), frozenset(out.member_files),
             frozenset(known), {t: frozenset(ids) for t, ids in writers.items()},
@@ -724,10 +724,6 @@ STATE_VERSION = 1
 
 class SnapshotMiss(LookupError):
     """A restored resolver needed a cached validation result that is gone: resolve everything again."""
-
-
-def _diag_data(d: Diagnostic) -> tuple:
-    return (d.severity, d.message, d.file, d.line, d.col, d.hint, d.path, d.doc_index)
 
 
 class RestoredResource(Resource):

@@ -17,8 +17,6 @@ from pathlib import Path
 from reconciler.core.diagnostics import Diagnostic
 from reconciler.core.documents import Document, FileResult
 from reconciler.core.resource import JobSpec, Ref
-
-
 from reconciler.store.cacheformat import FORMAT
 
 CACHE_FILE = "documents.sqlite"
@@ -42,25 +40,17 @@ _TABLES = ("meta", "docs", "validated", "snapshots")
 
 
 # -- plain-data forms of what the cache holds (marshal takes only builtin types) ------------------------
-def diag_to_data(d: Diagnostic) -> tuple:
-    return (d.severity, d.message, d.file, d.line, d.col, d.hint, d.path, d.doc_index)
-
-
-def diag_from_data(t: tuple) -> Diagnostic:
-    return Diagnostic(*t)
-
-
 def entry_of(result: FileResult) -> tuple:
     """A parsed file as the cache stores it: (path, ((index, line, data), ...), (diagnostic, ...))."""
     return (result.path, tuple((doc.index, doc.line, doc.data) for doc in result.documents),
-            tuple(diag_to_data(d) for d in result.diagnostics))
+            tuple(d.to_data() for d in result.diagnostics))
 
 
 def validated_to_data(v) -> tuple:
     if isinstance(v, str):  # a remembered policy-filter verdict
         return ("S", v)
     return ("V", v.spec, v.hash, tuple(tuple(r) for r in v.refs), tuple(tuple(j) for j in v.job_specs),
-            tuple(diag_to_data(d) for d in v.diagnostics), v.identity)
+            tuple(d.to_data() for d in v.diagnostics), v.identity)
 
 
 def validated_from_data(t: tuple):
@@ -70,7 +60,7 @@ def validated_from_data(t: tuple):
 
     _, spec, hash_, refs, job_specs, diags, identity = t
     return Validated(spec, hash_, tuple(Ref(*r) for r in refs), tuple(JobSpec(*j) for j in job_specs),
-                     tuple(diag_from_data(d) for d in diags), identity)
+                     tuple(Diagnostic(*d) for d in diags), identity)
 
 
 def _key(key) -> str:
@@ -197,7 +187,7 @@ class DocCache:
         self._used.add(blob_id)
         path, documents, diagnostics = entry
         return FileResult(path, blob_id, [Document(path, index, line, data, blob_id) for index, line, data in documents],
-                          [diag_from_data(d) for d in diagnostics])
+                          [Diagnostic(*d) for d in diagnostics])
 
     def put(self, blob_id: str, result: FileResult) -> None:
         self.put_entry(blob_id, entry_of(result))
