@@ -182,7 +182,7 @@ def base_records(target: Target, base_ref: str) -> dict[str, Record]:
 
     base = load_desired(Target(target.repo, base_ref, target.state_dir, target.paths))
     # specs are read when the plan looks at them (resources restored from a snapshot read theirs on use)
-    return {rid: LazyRecord.of(lambda r=r: r.spec, id=rid, type=r.type, name=r.name, workspace=r.workspace,
+    return {rid: LazyRecord.of(lambda _id, r=r: r.spec, id=rid, type=r.type, name=r.name, workspace=r.workspace,
                                hash=r.hash, phase=READY, message="", commit=None, file=r.file,
                                depends_on=sorted(r.depends_on), prune=r.prune, bundle=r.bundle, outputs={},
                                created_at=None, updated_at=None, applied_at=None, target_hash=None)
@@ -233,7 +233,7 @@ def _known_specs(records: dict[str, Record], replaced: dict) -> None:
 
     for rid, old in replaced.items():
         rec = records.get(rid)
-        if isinstance(rec, LazyRecord) and "_spec" not in rec.__dict__ and rec.hash and rec.hash == old.hash:
+        if isinstance(rec, LazyRecord) and not rec.spec_known and rec.hash and rec.hash == old.hash:
             rec.spec = old.spec
 
 

@@ -23,7 +23,7 @@ _FIELDS = ("id", "type", "name", "workspace", "hash", "phase", "message", "commi
 
 
 class LazyRecord(Record):
-    """A Record whose spec is fetched on first use by `_load()` (the state database, a resource...)."""
+    """A Record whose spec is fetched on first use by `_load(id)` (the state database, a resource...)."""
 
     @classmethod
     def of(cls, load, **fields) -> "LazyRecord":
@@ -35,12 +35,17 @@ class LazyRecord(Record):
     def spec(self) -> dict | None:
         d = self.__dict__
         if "_spec" not in d:
-            d["_spec"] = d["_load"]()
+            d["_spec"] = d["_load"](d["id"])
         return d["_spec"]
 
     @spec.setter
     def spec(self, value: dict | None) -> None:
         self.__dict__["_spec"] = value
+
+    @property
+    def spec_known(self) -> bool:
+        """Whether the spec is at hand already (read, or set) rather than still to be fetched."""
+        return "_spec" in self.__dict__
 
     def __getstate__(self):  # pickled with its spec, never with the loader
         state = dict(self.__dict__, _spec=self.spec)
@@ -49,26 +54,6 @@ class LazyRecord(Record):
 
     def __setstate__(self, state):
         self.__dict__.update(state)
-
-
-class CachedRecord(LazyRecord):
-    """A remembered record: its spec comes from the state database (`_specs`) on first use."""
-
-    @property
-    def spec(self) -> dict | None:
-        d = self.__dict__
-        if "_spec" not in d:
-            d["_spec"] = d["_specs"].spec_of(d["id"])
-        return d["_spec"]
-
-    @spec.setter
-    def spec(self, value: dict | None) -> None:
-        self.__dict__["_spec"] = value
-
-    def __getstate__(self):
-        state = dict(self.__dict__, _spec=self.spec)
-        state.pop("_specs", None)
-        return state
 
 
 class _Specs:
@@ -134,11 +119,11 @@ class RememberedRecords(Mapping):
         r = self._built.get(rid)
         if r is None:
             row = self._rows[rid]
-            r = object.__new__(CachedRecord)
+            r = object.__new__(LazyRecord)
             d = r.__dict__
             d.update(zip(_FIELDS, row))
             d["depends_on"] = list(row[9])
-            d["_specs"] = self._specs
+            d["_load"] = self._specs.spec_of
             self._built[rid] = r
         return r
 
