@@ -122,14 +122,18 @@ class WarmPlanner:
             old = type(source)(source.repo, commit, source.prefix, source.root_label)
         except Exception:  # noqa: BLE001  the commit is gone (a rewritten branch, a pruned mirror)
             return False
-        resolver = Resolver.from_state(state, old, YamlLocator(old.read), memo=self.cache.validation_memo(),
-                                       parse_member=lambda p: parse_file(p, old.read(p), ""),
-                                       blob_of=lambda p: _blob(old, p), known_subjects=self.known_subjects)
+        resolver = self._from_state(state, old)
         if resolver is None:
             return False
         self.source, self.resolver, self.restored = old, resolver, True
         self._changed_since_saved = set()
         return True
+
+    def _from_state(self, state: tuple, source) -> Resolver | None:
+        """A resolver rebuilt from exported state, reading `source` and this planner's cache."""
+        return Resolver.from_state(state, source, YamlLocator(source.read), memo=self.cache.validation_memo(),
+                                   parse_member=lambda p: parse_file(p, source.read(p), ""),
+                                   blob_of=lambda p: _blob(source, p), known_subjects=self.known_subjects)
 
     # -- internals -------------------------------------------------------------------------
     def _same_keep(self, prior) -> bool:
@@ -214,10 +218,7 @@ class WarmPlanner:
         """Swap the resolver for one rebuilt from its own exported state, and let go of everything parsed."""
         if not self.cache.save() and self.cache.dirty:
             return  # the cache could not be written: the specs must stay in memory
-        resolver = Resolver.from_state(self.resolver.export_state(), self.source, YamlLocator(self.source.read),
-                                       memo=self.cache.validation_memo(),
-                                       parse_member=lambda p: parse_file(p, self.source.read(p), ""),
-                                       blob_of=lambda p: _blob(self.source, p), known_subjects=self.known_subjects)
+        resolver = self._from_state(self.resolver.export_state(), self.source)
         if resolver is None:
             return
         self.resolver, self.last_load = resolver, None
