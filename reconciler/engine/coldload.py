@@ -59,10 +59,7 @@ def _fill(source, missing: list[tuple[str, str]], cache, state_dir: Path, worker
         children.append((pid, out, share))
     # this process's own share, straight into the cache like any parse (and validated into its memo)
     with gc_paused():
-        for path, blob, entry, validated in _work(source, shares[0]):
-            cache.put_entry(blob, entry, new=True)
-            for key, v in validated:
-                cache.put_validated_entry(key, v, new=True)
+        _put(cache, _work(source, shares[0]), new=True)
     cache.save()  # this share's entries are written while the children still work, not after
     for pid, out, share in children:
         _, status = os.waitpid(pid, 0)
@@ -79,10 +76,7 @@ def _fill(source, missing: list[tuple[str, str]], cache, state_dir: Path, worker
             continue
         stored, items = results
         with gc_paused():
-            for path, blob, entry, validated in items:
-                cache.put_entry(blob, entry, new=not stored)
-                for key, v in validated:
-                    cache.put_validated_entry(key, v, new=not stored)
+            _put(cache, items, new=not stored)
 
 
 def _child(source, share, state_dir: Path, out) -> None:
@@ -95,10 +89,7 @@ def _child(source, share, state_dir: Path, out) -> None:
 
         items = list(_work(source, share))
         cache = DocCache(state_dir)  # its own connection: a SQLite connection must not cross a fork
-        for _, blob, entry, validated in items:
-            cache.put_entry(blob, entry, new=True)
-            for key, v in validated:
-                cache.put_validated_entry(key, v, new=True)
+        _put(cache, items, new=True)
         stored = cache.save()
         out.write(marshal.dumps((stored, items)))
         out.flush()
@@ -107,6 +98,14 @@ def _child(source, share, state_dir: Path, out) -> None:
         code = 1
     finally:
         os._exit(code)
+
+
+def _put(cache, items, new: bool) -> None:
+    """Work results into `cache`; `new=False`: another process has stored them already."""
+    for _, blob, entry, validated in items:
+        cache.put_entry(blob, entry, new=new)
+        for key, v in validated:
+            cache.put_validated_entry(key, v, new=new)
 
 
 def _work(source, share):
