@@ -27,7 +27,7 @@ _readers: dict[str, dict[int, "Reader"]] = {}
 _held: dict[str, tuple[object, float]] = {}  # lake -> (an idle write connection kept open, until when)
 _keep_seconds = 0.0  # how long an idle write connection is kept (0: closed at once)
 _closing: dict[str, int] = {}  # lake -> closes in progress on their own threads
-_opening: dict[str, threading.Event] = {}  # lake -> an open ahead in progress
+_opening: set[str] = set()  # lakes being opened ahead
 
 
 class LakeBusyError(Exception):
@@ -158,10 +158,10 @@ def open_ahead(path, unused_for: float = 30.0) -> None:
     with _cond:
         if key in _held or key in _opening or _readers.get(key) or not Path(key).exists():
             return
-        _opening[key] = threading.Event()
+        _opening.add(key)
 
     def open_() -> None:
-        conn = None
+        conn = kept = None
         try:
             wait_closed(key)
             conn = _connect(key, WRITE_PATIENCE)
@@ -169,19 +169,13 @@ def open_ahead(path, unused_for: float = 30.0) -> None:
             conn = None
         finally:
             with _cond:
-                done = _opening.pop(key)
-                if conn is not None:
-                    if key in _held or _readers.get(key):
-                        release_later = conn
-                    else:
-                        _held[key] = (conn, time.monotonic() + unused_for)
-                        release_later = None
-                else:
-                    release_later = None
-                _cond.notify_all()
-            done.set()
-            if release_later is not None:
-                release_later.close()
+                _opening.discard(key)
+                if conn is not None and key not in _held and not _readers.get(key):
+                    _held[key] = (conn, time.monotonic() + unused_for)
+                    kept = conn
+                _cond.notify_all()  # connect_for_writing and drop_held wait for the open to end
+            if conn is not None and kept is None:
+                conn.close()
 
     threading.Thread(target=open_, name="lake-open", daemon=True).start()
 
