@@ -324,12 +324,10 @@ class LiveRecords:
         """(records, serial) now; the dict is new each time, the records in it are shared: do not change them."""
         with store._lock:
             conn = store._conn
-            serial = int(conn.execute("SELECT value FROM meta WHERE key = 'serial'").fetchone()[0])
+            serial = store.serial
             path = Path(store.state_dir).resolve()
             if self._records is None or self._path != path or serial < self._serial:
-                rows = conn.execute(f"SELECT {_SELECT} FROM resources ORDER BY id").fetchall()
-                with gc_paused():
-                    self._records = {row[0]: _record(row) for row in rows}
+                self._records = store.records()
             elif serial != self._serial:
                 changed = [r[0] for r in conn.execute(
                     "SELECT DISTINCT id FROM resource_history WHERE serial > ? AND serial <= ?",
@@ -343,9 +341,6 @@ class LiveRecords:
                 self._records = dict(sorted(self._records.items()))  # in id order, as a full read gives them
             self._serial, self._path = serial, path
             return dict(self._records), serial
-
-    def forget(self) -> None:
-        self._records = self._serial = self._path = None
 
 
 def _next_serial(conn) -> int:
