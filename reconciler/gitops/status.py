@@ -55,6 +55,15 @@ def _segment(part: str) -> str:
     return part
 
 
+_REMEMBER_MAX = 200_000  # entries per rendering cache; a full one starts over
+
+
+def _remember(cache: dict, key, value) -> None:
+    if len(cache) > _REMEMBER_MAX:
+        cache.clear()
+    cache[key] = value
+
+
 _PATHS: dict[tuple, str] = {}
 
 
@@ -63,9 +72,7 @@ def status_path(record: Record) -> str:
     path = _PATHS.get(key)
     if path is None:
         path = f"status/{_segment(record.type)}/{_segment(record.workspace or '_')}/{_segment(record.name)}.yaml"
-        if len(_PATHS) > 200_000:
-            _PATHS.clear()
-        _PATHS[key] = path
+        _remember(_PATHS, key, path)
     return path
 
 
@@ -95,9 +102,7 @@ def _status_yaml(record: Record, runs: dict[str, dict] | None, drift: dict[str, 
     if hit is not None and hit[0] == key:
         return hit[1]
     data = _render_status_yaml(record, run, drift)
-    if len(_RENDERED) > 200_000:
-        _RENDERED.clear()
-    _RENDERED[record.id] = (key, data)
+    _remember(_RENDERED, record.id, (key, data))
     return data
 
 
@@ -187,9 +192,7 @@ def _status_row(r: Record, runs: dict[str, dict] | None) -> str:
     last = f"{_cell(run.get('run_id'), 60)} {_cell(run.get('status'), 20)}" if run else "-"
     applied = f"`{_short(r.commit)}`" if r.commit else "-"
     line = f"| `{r.id}` | {r.phase} | {health(r.phase)} | {_cell(r.message)} | {applied} | {last} |"
-    if len(_ROWS) > 200_000:
-        _ROWS.clear()
-    _ROWS[r.id] = (key, line)
+    _remember(_ROWS, r.id, (key, line))
     return line
 
 
