@@ -37,12 +37,12 @@ SPEC_HINT = "the keys are described in SPEC.md section 4 (the daemon)"
 
 # ---------------------------------------------------------------------------- field checks
 
-def _duration(value: Any) -> float:
+def _duration(value: Any, zero: bool = False) -> float:
     if not isinstance(value, (str, int, float)):  # parse_duration is cached: only hashable input
         raise ValueError(f'expected a duration such as "30s", got a {type(value).__name__}')
     seconds = parse_duration(value)
-    if seconds <= 0:
-        raise ValueError('must be more than 0, e.g. "30s" or "5m"')
+    if seconds < 0 or seconds == 0 and not zero:
+        raise ValueError('must be more than 0, e.g. "30s" or "5m"' if not zero else 'must be 0 or more, e.g. "60s"')
     return seconds
 
 
@@ -55,9 +55,7 @@ def _path(value: Any) -> Any:
 
 
 def _duration_or_zero(value: Any) -> float:
-    if value in (0, "0", "0s"):
-        return 0.0
-    return _duration(value)
+    return _duration(value, zero=True)
 
 
 Duration = Annotated[float, BeforeValidator(_duration)]

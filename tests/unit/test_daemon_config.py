@@ -105,6 +105,20 @@ def test_durations_are_seconds(tmp_path, text, seconds):
     assert c.interval == seconds and c.drift_interval == seconds
 
 
+@pytest.mark.parametrize("text, seconds", [("0s", 0.0), ("0m", 0.0), (0, 0.0), ("60s", 60.0)])
+def test_lake_hold_may_be_zero(tmp_path, text, seconds):
+    assert load_config(write(tmp_path, f"repo: r\nlake_hold: {text!r}\n"), {}).lake_hold == seconds
+    assert load_config(write(tmp_path, "repo: r\n"), {}).lake_hold == 0.0
+
+
+@pytest.mark.parametrize("text", ["soon", "-5s", "[1]"])
+def test_a_bad_lake_hold_is_refused_at_its_line(tmp_path, text):
+    with pytest.raises(UserError) as e:
+        load_config(write(tmp_path, f"repo: r\nlake_hold: {text}\n"), {})
+    [d] = e.value.diagnostics
+    assert d.line == 2 and d.message.startswith("lake_hold: ")
+
+
 @pytest.mark.parametrize("text", ["0s", "soon", "-5", "[1]"])
 def test_a_bad_or_zero_interval_is_refused_at_its_line(tmp_path, text):
     with pytest.raises(UserError) as e:
