@@ -52,7 +52,9 @@ def init(directory: Path, template: str, name: str):
 def validate(repo, ref, state_dir, paths, config_file, output):
     """Parse, validate and resolve every artefact; print every error, not the first."""
     from reconciler.engine.operations import load_desired
+    from reconciler.store.writebehind import one_shot
 
+    one_shot()
     target = make_target(repo, ref, state_dir, paths, config_file)
     desired = load_desired(target, snapshot=False)
     res = desired.resolution
@@ -92,7 +94,9 @@ def plan(repo, ref, state_dir, paths, base, output, out_file, detailed_exitcode,
     access to which datasets when policies change."""
     from reconciler.cli import render
     from reconciler.engine.operations import make_plan
+    from reconciler.store.writebehind import one_shot
 
+    one_shot()
     target = make_target(repo, ref, state_dir, paths, config_file)
     the_plan, diags = make_plan(target, base=base, max_prune=max_prune, allow_prune=allow_prune)
     errors = [d for d in diags if d.is_error]

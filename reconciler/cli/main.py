@@ -60,6 +60,19 @@ def cli(debug):
 
 
 def main():
+    from reconciler.store.writebehind import finish, settle
+
+    try:
+        _main()
+    except SystemExit as e:
+        if e.code is None or isinstance(e.code, int):
+            finish(e.code or 0)  # caches on disk; a one-shot command leaves without tearing down (writebehind.py)
+        raise
+    finally:
+        settle()
+
+
+def _main():
     try:
         code = cli.main(standalone_mode=False, prog_name="reconciler")
     except click.exceptions.Abort:

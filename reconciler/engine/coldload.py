@@ -2,9 +2,10 @@
 
 A first `validate` or `plan` of a large repository parses and validates every file (10,000 files:
 ~2 s of CPU in one process). Both steps are pure functions of a file's bytes, so the files missing
-from the document cache are split between this process and `workers - 1` forked children. Each
-child reads, parses and validates its share, writes it to the document cache itself, and hands the
-results back as marshalled plain data through a temporary file; this process does its own share
+from the document cache are shared out between this process and `workers - 1` forked children, in
+chunks taken from a common queue (a process slowed by other work takes fewer). Each child reads, parses
+and validates its chunks, writes them to the document cache itself, and hands the results back as
+marshalled plain data through a temporary file, chunk by chunk; this process does its own chunks
 meanwhile, then takes the children's results as cache hits. The resolver then finds every file parsed
 and every document validated.
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import marshal
 import os
+import struct
 import tempfile
 import threading
 from pathlib import Path
@@ -49,37 +51,59 @@ def load_cold(source, paths, cache, state_dir: Path, workers: int | None = None)
 
 
 def _fill(source, missing: list[tuple[str, str]], cache, state_dir: Path, workers: int) -> None:
-    shares = [missing[i::workers] for i in range(workers)]
+    chunks = _chunks(missing, workers)
+    # the work queue: every chunk's number in a pipe, written before forking; each process reads the next
+    # number (a 4-byte read from a pipe is not split between readers) until none is left, so a process
+    # slowed by the other work on the machine takes fewer chunks instead of holding everyone up
+    queue_r, queue_w = os.pipe()
+    try:
+        os.write(queue_w, b"".join(struct.pack("<I", i) for i in range(len(chunks))))
+    finally:
+        os.close(queue_w)
     children = []
-    for share in shares[1:]:
-        out = tempfile.TemporaryFile(prefix="reconciler-load-")
-        pid = os.fork()
-        if pid == 0:  # the child: never returns
-            _child(source, share, state_dir, out)
-        children.append((pid, out, share))
-    # this process's own share, straight into the cache like any parse (and validated into its memo)
-    with gc_paused():
-        _put(cache, _work(source, shares[0]), new=True)
-    cache.save()  # this share's entries are written while the children still work, not after
-    for pid, out, share in children:
-        _, status = os.waitpid(pid, 0)
-        results = None
-        if os.waitstatus_to_exitcode(status) == 0:
-            out.seek(0)
-            try:
-                with gc_paused():
-                    results = marshal.loads(out.read())
-            except (ValueError, EOFError, TypeError):
-                results = None
-        out.close()
-        if results is None:  # the child failed: its share is loaded here, as usual
-            continue
-        stored, items = results
+    try:
+        for _ in range(workers - 1):
+            out = tempfile.TemporaryFile(prefix="reconciler-load-")
+            pid = os.fork()
+            if pid == 0:  # the child: never returns
+                _child(source, chunks, queue_r, state_dir, out)
+            children.append((pid, out))
+        # this process's own chunks, straight into the cache like any parse (and validated into its memo)
         with gc_paused():
-            _put(cache, items, new=not stored)
+            for index in _taken(queue_r):
+                _put(cache, _work(source, chunks[index]), new=True)
+    finally:
+        os.close(queue_r)
+    cache.save(behind=True)  # written by a child of its own while this process takes the workers' results
+    for pid, out in children:
+        os.waitpid(pid, 0)
+        # whatever chunks a worker finished are used, also when it failed later; the load that follows
+        # parses any file still missing (a failed worker's unfinished chunk) here
+        out.seek(0)
+        with gc_paused():
+            for stored, items in _records(out):
+                _put(cache, items, new=not stored)
+        out.close()
 
 
-def _child(source, share, state_dir: Path, out) -> None:
+def _chunks(missing: list[tuple[str, str]], workers: int) -> list[list[tuple[str, str]]]:
+    """Chunks small enough to even out the processes' ends, and at most 1,000 (their numbers fit a pipe)."""
+    size = max(16, -(-len(missing) // 1000), len(missing) // (workers * 48))
+    return [missing[i:i + size] for i in range(0, len(missing), size)]
+
+
+def _taken(queue_r: int):
+    """The numbers of the chunks this process takes from the work queue, until it is empty."""
+    while True:
+        raw = os.read(queue_r, 4)
+        if len(raw) < 4:
+            return
+        yield struct.unpack("<I", raw)[0]
+
+
+def _child(source, chunks, queue_r: int, state_dir: Path, out) -> None:
+    """A worker: takes chunks from the queue; each chunk's results go to the cache (its own connection:
+    a SQLite connection must not cross a fork) and, framed, to `out` for the parent, chunk by chunk."""
     code = 1
     try:
         import gc
@@ -87,17 +111,34 @@ def _child(source, share, state_dir: Path, out) -> None:
         gc.disable()  # a short-lived process that frees nothing
         from reconciler.store.doccache import DocCache
 
-        items = list(_work(source, share))
-        cache = DocCache(state_dir)  # its own connection: a SQLite connection must not cross a fork
-        _put(cache, items, new=True)
-        stored = cache.save()
-        out.write(marshal.dumps((stored, items)))
+        cache = DocCache(state_dir)
+        for index in _taken(queue_r):
+            items = list(_work(source, chunks[index]))
+            _put(cache, items, new=True)
+            data = marshal.dumps((cache.save(), items))
+            out.write(struct.pack("<Q", len(data)) + data)
         out.flush()
         code = 0
-    except BaseException:  # noqa: BLE001  the parent does this share itself
+    except BaseException:  # noqa: BLE001  the parent parses what this worker did not finish
         code = 1
     finally:
         os._exit(code)
+
+
+def _records(out):
+    """The (stored, items) records a worker wrote, up to the first incomplete one (a worker that died)."""
+    while True:
+        head = out.read(8)
+        if len(head) < 8:
+            return
+        size = struct.unpack("<Q", head)[0]
+        data = out.read(size)
+        if len(data) < size:
+            return
+        try:
+            yield marshal.loads(data)
+        except (ValueError, EOFError, TypeError):
+            return
 
 
 def _put(cache, items, new: bool) -> None:

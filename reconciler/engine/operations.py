@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from reconciler.core.diagnostics import UserError
 from reconciler.core.plan import Plan
 from reconciler.core.record import Record
+from reconciler.store.writebehind import retain
 
 if TYPE_CHECKING:  # pragma: no cover
     from reconciler.core.resolve import Resolution
@@ -84,7 +85,7 @@ def _desired(target: Target, records: dict[str, Record], source,
     from reconciler.engine.warm import WarmPlanner
 
     known = target.subjects.known_for_validation() if target.subjects else None
-    warm = WarmPlanner(Path(target.state_dir), target.paths, known)
+    warm = WarmPlanner(Path(target.state_dir), target.paths, known, behind=True)
     # Loading allocates millions of long-lived objects and no garbage cycles: the cyclic GC would
     # rescan them on every allocation burst (~1.5 s of a 10,000-file validate), so it pauses, and
     # what was built is frozen out of later collections.
@@ -95,7 +96,9 @@ def _desired(target: Target, records: dict[str, Record], source,
         if snapshot:
             warm.save()
         gc.freeze()  # before the GC is on again, or its first pass scans everything built here
-    return Desired(source, warm.last_load, resolution), warm
+    desired = Desired(source, warm.last_load, resolution)
+    retain((desired, warm, records))  # a one-shot command ends without freeing them (store/writebehind.py)
+    return desired, warm
 
 
 def read_records(state_dir: Path) -> tuple[dict[str, Record], int]:

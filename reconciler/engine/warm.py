@@ -28,6 +28,7 @@ from reconciler.core.resolve import Resolution, Resolver, SnapshotMiss
 from reconciler.core.yamlload import YamlLocator, parse_file
 from reconciler.engine.coldload import load_cold
 from reconciler.store.doccache import DocCache
+from reconciler.store.writebehind import can_fork, write_behind
 
 SNAPSHOT_VERSION = 1
 # A snapshot is saved again once the commits it is updated to differ from it in this many files.
@@ -37,7 +38,7 @@ RESAVE_AFTER_FILES = 64
 class WarmPlanner:
     def __init__(self, state_dir: Path, paths: list[str] | None = None,
                  known_subjects: frozenset[str] | None = None, cache: DocCache | None = None,
-                 compact: bool = False, isolate: bool = False):
+                 compact: bool = False, isolate: bool = False, behind: bool = False):
         self.paths = paths
         self.known_subjects = known_subjects  # the instance's users and groups, for policies' subjects
         self.state_dir = Path(state_dir)
@@ -55,6 +56,8 @@ class WarmPlanner:
         # full resolves in a child process that leaves a snapshot to restore: the parsed documents of a whole
         # repository never enter this process, whose memory would keep their high-water mark (the daemon)
         self.isolate = isolate
+        # a one-shot process's snapshot is written by a forked child while it goes on (store/writebehind.py)
+        self.behind = behind
 
     def resolution(self, source, records: dict[str, Record]) -> Resolution:
         prior = _Prior(records)
@@ -98,12 +101,22 @@ class WarmPlanner:
         key = self._snapshot_key(self.source)
         if key is None:
             return False
-        self.cache.save()  # the validations the snapshot points at go first
-        data = marshal.dumps((SNAPSHOT_VERSION, self.source.commit, self.resolver.export_state()))
-        if self.cache.put_snapshot(key, data):
+        if self.behind and can_fork():
+            # a fresh process's first full resolve: the snapshot is written by a child while this one plans
+            cache, commit, resolver = self.cache.detached(), self.source.commit, self.resolver
+            self.cache._new_docs, self.cache._new_validated = {}, {}
+            write_behind(lambda: self._write_snapshot(cache, key, commit, resolver))
+            self._changed_since_saved = set()
+            return True
+        if self._write_snapshot(self.cache, key, self.source.commit, self.resolver):
             self._changed_since_saved = set()
             return True
         return False
+
+    @staticmethod
+    def _write_snapshot(cache, key: str, commit, resolver) -> bool:
+        cache.save()  # the validations the snapshot points at go first
+        return cache.put_snapshot(key, marshal.dumps((SNAPSHOT_VERSION, commit, resolver.export_state())))
 
     def restore(self, source) -> bool:
         """Take the snapshot saved for `source`'s repository, paths and subjects, if any and its commit is
@@ -326,4 +339,10 @@ def _blob(source, path: str) -> str | None:
 if __name__ == "__main__":  # a full resolve on behalf of a long-lived process (see WarmPlanner.isolate)
     import sys
 
-    raise SystemExit(_resolve_request(sys.argv[1]))
+    from reconciler.store.writebehind import settle
+
+    try:
+        code = _resolve_request(sys.argv[1])
+    finally:
+        settle()  # the caller restores the snapshot this process leaves: it must be written first
+    raise SystemExit(code)
