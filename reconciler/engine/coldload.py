@@ -19,18 +19,18 @@ import marshal
 import os
 import struct
 import tempfile
-import threading
 from pathlib import Path
 
 from reconciler.core.loader import LoadResult, gc_paused, load, select_files
 from reconciler.core.yamlload import DEFAULT_MAX_BYTES
+from reconciler.store.writebehind import can_fork
 
 # below this many files to parse, forking costs more than it saves
 MIN_FILES = 1500
 
 
 def workers_available() -> int:
-    if not hasattr(os, "fork") or threading.active_count() > 1:
+    if not can_fork():  # also off with RECONCILER_NO_FORK=1
         return 1
     try:
         return max(1, min(len(os.sched_getaffinity(0)), 8))

@@ -85,7 +85,7 @@ def _desired(target: Target, records: dict[str, Record], source,
     from reconciler.engine.warm import WarmPlanner
 
     known = target.subjects.known_for_validation() if target.subjects else None
-    warm = WarmPlanner(Path(target.state_dir), target.paths, known, behind=True)
+    warm = WarmPlanner(Path(target.state_dir), target.paths, known)
     # Loading allocates millions of long-lived objects and no garbage cycles: the cyclic GC would
     # rescan them on every allocation burst (~1.5 s of a 10,000-file validate), so it pauses, and
     # what was built is frozen out of later collections.

@@ -28,7 +28,7 @@ from reconciler.core.resolve import Resolution, Resolver, SnapshotMiss
 from reconciler.core.yamlload import YamlLocator, parse_file
 from reconciler.engine.coldload import load_cold
 from reconciler.store.doccache import DocCache
-from reconciler.store.writebehind import can_fork, write_behind
+from reconciler.store.writebehind import write_behind, writes_behind
 
 SNAPSHOT_VERSION = 1
 # A snapshot is saved again once the commits it is updated to differ from it in this many files.
@@ -38,7 +38,7 @@ RESAVE_AFTER_FILES = 64
 class WarmPlanner:
     def __init__(self, state_dir: Path, paths: list[str] | None = None,
                  known_subjects: frozenset[str] | None = None, cache: DocCache | None = None,
-                 compact: bool = False, isolate: bool = False, behind: bool = False):
+                 compact: bool = False, isolate: bool = False):
         self.paths = paths
         self.known_subjects = known_subjects  # the instance's users and groups, for policies' subjects
         self.state_dir = Path(state_dir)
@@ -56,8 +56,6 @@ class WarmPlanner:
         # full resolves in a child process that leaves a snapshot to restore: the parsed documents of a whole
         # repository never enter this process, whose memory would keep their high-water mark (the daemon)
         self.isolate = isolate
-        # a one-shot process's snapshot is written by a forked child while it goes on (store/writebehind.py)
-        self.behind = behind
 
     def resolution(self, source, records: dict[str, Record]) -> Resolution:
         prior = _Prior(records)
@@ -101,10 +99,9 @@ class WarmPlanner:
         key = self._snapshot_key(self.source)
         if key is None:
             return False
-        if self.behind and can_fork():
-            # a fresh process's first full resolve: the snapshot is written by a child while this one plans
-            cache, commit, resolver = self.cache.detached(), self.source.commit, self.resolver
-            self.cache._new_docs, self.cache._new_validated = {}, {}
+        if writes_behind():
+            # a one-shot command (validate, plan): the snapshot is written by a child while this one plans
+            cache, commit, resolver = self.cache.split_off(), self.source.commit, self.resolver
             write_behind(lambda: self._write_snapshot(cache, key, commit, resolver))
             self._changed_since_saved = set()
             return True
@@ -339,10 +336,4 @@ def _blob(source, path: str) -> str | None:
 if __name__ == "__main__":  # a full resolve on behalf of a long-lived process (see WarmPlanner.isolate)
     import sys
 
-    from reconciler.store.writebehind import settle
-
-    try:
-        code = _resolve_request(sys.argv[1])
-    finally:
-        settle()  # the caller restores the snapshot this process leaves: it must be written first
-    raise SystemExit(code)
+    raise SystemExit(_resolve_request(sys.argv[1]))

@@ -261,16 +261,16 @@ class DocCache:
     def save(self, behind: bool = False) -> bool:
         """Write what was put since the last save; True when written. A cache that cannot be written
         (read-only or full disk, locked by another process for too long) is skipped, not an error.
-        `behind=True`: written by a forked child while this process goes on (store/writebehind.py);
-        True then means handed over."""
+        `behind=True`: in a one-shot command, written by a forked child while this process goes on
+        (store/writebehind.py); True then means handed over."""
         if not self.dirty:
             return False
         if behind:
-            from reconciler.store.writebehind import write_behind
+            from reconciler.store.writebehind import write_behind, writes_behind
 
-            write_behind(lambda: self.detached().save())
-            self._new_docs, self._new_validated = {}, {}
-            return True
+            if writes_behind():
+                write_behind(self.split_off().save)
+                return True
         docs = [(k, marshal.dumps(v)) for k, v in self._new_docs.items()]
         validated = [(k, marshal.dumps(v)) for k, v in self._new_validated.items()]
 
@@ -291,12 +291,14 @@ class DocCache:
         self._new_docs, self._new_validated = {}, {}
         return True
 
-    def detached(self) -> "DocCache":
-        """A cache on the same file, through a connection of its own, holding what this one has yet to
-        write: what a forked child writes through (a SQLite connection must not cross a fork)."""
+    def split_off(self) -> "DocCache":
+        """A cache on the same file, through a connection of its own, that takes over what this one has yet
+        to write (this one then has nothing pending): what a forked child writes through (a SQLite
+        connection must not cross a fork)."""
         other = DocCache(self.path.parent.parent, self.max_entries)
         other._new_docs, other._new_validated = self._new_docs, self._new_validated
         other._used, other._used_validated = self._used, self._used_validated
+        self._new_docs, self._new_validated = {}, {}
         return other
 
     def _prune(self, conn, table: str, used: set[str]) -> None:

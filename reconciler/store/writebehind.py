@@ -8,8 +8,9 @@ memo (~0.2 s). None of them is read again by the command that writes it, so `wri
 `settle()` waits for every such child, and the CLI calls it before it exits: when a command has
 returned, its caches are written, as before.
 
-Only where forking is safe: a POSIX system and no other Python thread (a child of a threaded process
-may inherit a lock some other thread held; the daemon has threads and writes in line). A child writes
+Only in a one-shot command (below) and where forking is safe: a POSIX system and no other Python
+thread (a child of a threaded process may inherit a lock some other thread held). Everywhere else
+(apply, the daemon, a library caller) the same writes happen in line, as before. A child writes
 through connections and files of its own, never one it inherited, and leaves with `os._exit` (no
 atexit handlers, no buffered output flushed twice). A child that fails loses only a cache entry.
 
@@ -58,13 +59,19 @@ def finish(code: int) -> None:
 
 
 def can_fork() -> bool:
+    """Forking is safe here: POSIX, no other Python thread, not turned off by RECONCILER_NO_FORK=1."""
     return hasattr(os, "fork") and threading.active_count() == 1 and not os.environ.get("RECONCILER_NO_FORK")
 
 
+def writes_behind() -> bool:
+    """Writes go to forked children: only in a one-shot command, whose end waits for them (finish)."""
+    return _one_shot and can_fork()
+
+
 def write_behind(fn: Callable[[], object]) -> bool:
-    """fn() in a forked child when that is safe (True), else here and now (False)."""
+    """fn() in a forked child in a one-shot command where forking is safe (True), else here and now (False)."""
     _reap()
-    if not can_fork():
+    if not writes_behind():
         fn()
         return False
     try:

@@ -323,3 +323,20 @@ def test_removing_a_depot_that_a_workflow_still_reads_is_an_error_not_a_prune(gi
     assert "- depot:raw" not in r.out
     r = apply(git_repo, state_dir)
     assert r.code == 1 and "depot:raw" in phases(state_dir)
+
+
+def test_plan_leaves_its_caches_written_when_it_exits(git_repo, state_dir):
+    """plan writes the next process's snapshot and document cache from forked children and leaves without
+    tearing down (store/writebehind.py): once it has exited, both are there and its output is whole."""
+    from reconciler.engine.warm import WarmPlanner
+    from reconciler.gitops.source import GitSource
+
+    commit = git_repo.commit(repos.basic())
+    r = cli(git_repo, state_dir, "plan", "--detailed-exitcode")
+    assert r.code == 2, r
+    assert r.out.rstrip().endswith("0 to delete."), r  # flushed before the process left
+    warm = WarmPlanner(state_dir)
+    assert warm.restore(GitSource(git_repo.repo, commit))  # the snapshot a child wrote
+    assert warm.cache.get(str(git_repo.repo.revparse_single(f"{commit}:workspace.yaml").id)) is not None
+    r = cli(git_repo, state_dir, "validate", "-o", "json")
+    assert r.code == 0 and r.json["valid"] and r.json["resources"] == 4, r

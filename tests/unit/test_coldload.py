@@ -7,7 +7,6 @@ from reconciler.core.loader import load
 from reconciler.core.resolve import filter_key
 from reconciler.engine import coldload
 from reconciler.gitops.source import GitSource
-from reconciler.store import writebehind
 from reconciler.store.doccache import DocCache
 from tests.cli import repos
 from tests.conftest import GitRepo
@@ -41,7 +40,6 @@ def test_workers_load_what_one_process_loads_and_fill_the_cache(repo, tmp_path, 
     assert parallel.files == sequential.files
     assert parallel.diagnostics == sequential.diagnostics
     cache.save()
-    writebehind.settle()  # this process's share may be written by a forked child
     # every file and every artefact's validation is in the cache for the next process, children's shares too
     again = DocCache(tmp_path / "three")
     for path, result in sequential.files.items():

@@ -1,0 +1,94 @@
+"""Write-behind children of one-shot commands: their writes are on disk once the command has ended."""
+import os
+import threading
+import time
+
+import pytest
+
+from reconciler.store import writebehind
+from reconciler.store.doccache import DocCache
+
+
+@pytest.fixture
+def one_shot(monkeypatch):
+    monkeypatch.setattr(writebehind, "_one_shot", True)
+    monkeypatch.setattr(writebehind, "_retained", [])
+    yield
+    writebehind.settle()
+
+
+needs_fork = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+
+
+@needs_fork
+def test_a_write_behind_is_on_disk_once_settled(one_shot, tmp_path):
+    target = tmp_path / "out.txt"
+
+    def slow_write():
+        time.sleep(0.3)  # not a timing assertion: without the wait in settle() the file would not be there yet
+        target.write_text("written by the child")
+
+    forked = writebehind.write_behind(slow_write)
+    assert forked == writebehind.can_fork()
+    writebehind.settle()
+    assert target.read_text() == "written by the child"
+    assert writebehind.pending() == 0
+
+
+@needs_fork
+def test_a_failing_child_loses_only_its_write(one_shot, tmp_path):
+    def fails():
+        raise RuntimeError("disk full")
+
+    if writebehind.can_fork():
+        assert writebehind.write_behind(fails)
+    writebehind.settle()  # no exception reaches the command
+
+
+def test_outside_a_one_shot_command_it_writes_in_line(tmp_path):
+    target = tmp_path / "out.txt"
+    assert not writebehind.write_behind(lambda: target.write_text("here"))
+    assert target.read_text() == "here"
+
+
+def test_with_another_thread_running_it_writes_in_line(one_shot, tmp_path):
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait)
+    thread.start()
+    try:
+        target = tmp_path / "out.txt"
+        assert not writebehind.write_behind(lambda: target.write_text("here"))
+        assert target.read_text() == "here"
+    finally:
+        stop.set()
+        thread.join()
+
+
+def test_turned_off_by_the_environment(one_shot, tmp_path, monkeypatch):
+    monkeypatch.setenv("RECONCILER_NO_FORK", "1")
+    target = tmp_path / "out.txt"
+    assert not writebehind.write_behind(lambda: target.write_text("here"))
+    assert target.read_text() == "here"
+
+
+@needs_fork
+def test_a_document_cache_saved_behind_is_complete_after_settle(one_shot, tmp_path):
+    cache = DocCache(tmp_path)
+    entries = {f"blob{i}": (f"f{i}.yaml", (), ()) for i in range(200)}
+    for blob, entry in entries.items():
+        cache.put_entry(blob, entry)
+    assert cache.save(behind=True)
+    assert not cache.dirty  # handed over: this process does not write them again
+    writebehind.settle()
+    again = DocCache(tmp_path)
+    again.prefetch(list(entries))
+    assert all(again.has(blob) for blob in entries)
+
+
+def test_retain_keeps_objects_only_in_a_one_shot_command(monkeypatch):
+    monkeypatch.setattr(writebehind, "_retained", [])
+    writebehind.retain("not kept")
+    assert writebehind._retained == []
+    monkeypatch.setattr(writebehind, "_one_shot", True)
+    writebehind.retain("kept")
+    assert writebehind._retained == ["kept"]
