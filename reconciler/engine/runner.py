@@ -76,6 +76,8 @@ class RunLake:
         # workspace schemas known to exist in this run (write_output creates one once, not per job; only a
         # workspace's delete drops its schema, never while a workflow of it runs)
         self.schemas: set[str] = set()
+        # lake table -> its row count after this run's last write of it (a reader's rows in, without a count)
+        self.row_counts: dict[str, int] = {}
 
     def cursor(self):
         with self._lock:

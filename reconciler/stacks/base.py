@@ -16,7 +16,8 @@ from typing import Callable, Protocol
 
 class Lake(Protocol):
     """The platform's lake (a DuckDB file), shared by the jobs of a run inside one process. The runner's
-    also has `schemas`, the set of schemas known to exist in this run (a write creates one only once)."""
+    also has `schemas`, the set of schemas known to exist in this run (a write creates one only once), and
+    `row_counts`, the row counts of the tables the run wrote (a reader of one needs no count)."""
 
     path: Path
 

@@ -115,7 +115,7 @@ def register_input(cur, ctx: JobContext, name: str, address: str) -> int | None:
     Raises DatasetError."""
     scheme, owner, dataset = parse_address(address)
     if scheme == "lake":
-        return _register_lake(cur, name, address, owner, dataset)
+        return _register_lake(cur, ctx, name, address, owner, dataset)
     document = (ctx.depots or {}).get(owner)
     if document is None:
         known = ", ".join(sorted(ctx.depots or {})) or "none"
@@ -132,14 +132,21 @@ def register_input(cur, ctx: JobContext, name: str, address: str) -> int | None:
     return reader(cur, ctx, name, address, spec, dataset)
 
 
-def _register_lake(cur, name: str, address: str, workspace: str, table: str) -> int:
+def _register_lake(cur, ctx: JobContext, name: str, address: str, workspace: str, table: str) -> int:
     target = f"{ident(workspace)}.{ident(table)}"
     try:
         cur.execute(f"CREATE OR REPLACE TEMP VIEW {ident(name)} AS SELECT * FROM {target}")
     except duckdb.CatalogException:
         raise DatasetError(f"dataset {address} does not exist (no workflow has written it yet?)") from None
     _on_release(cur, f"DROP VIEW IF EXISTS temp.main.{ident(name)}")
-    return cur.execute(f"SELECT count(*) FROM {target}").fetchall()[0][0]
+    known = _run_row_counts(ctx).get(address)  # an upstream job of this run wrote it: its count is known
+    return known if known is not None else cur.execute(f"SELECT count(*) FROM {target}").fetchall()[0][0]
+
+
+def _run_row_counts(ctx: JobContext) -> dict[str, int]:
+    """The row counts of the lake tables this run's jobs wrote (the runner's lake keeps them), else none."""
+    counts = getattr(ctx.lake, "row_counts", None)
+    return counts if isinstance(counts, dict) else {}
 
 
 def _resolve_path(ctx: JobContext, raw: str) -> Path:
@@ -453,6 +460,15 @@ def write_output(cur, ctx: JobContext, address: str, select_sql: str, mode: str,
         if ensured is not None:
             ensured.add(workspace)
     start = alongside or (lambda: None)
+    if mode == "overwrite" and columns:
+        # one statement, atomic on its own (DuckDB commits it or keeps the old table): no BEGIN/COMMIT
+        # round trips, and the select's columns are the table's
+        start()
+        try:
+            written = _count(cur.execute(f"CREATE OR REPLACE TABLE {target} AS {select_sql}"))
+        except duckdb.Error as exc:
+            raise _write_error(exc, address, mode) from None
+        return _written(ctx, address, columns, written, written, mode)
     cur.begin()
     try:
         if mode == "overwrite":
@@ -479,11 +495,22 @@ def write_output(cur, ctx: JobContext, address: str, select_sql: str, mode: str,
             cur.rollback()
         except duckdb.Error:
             pass  # an interrupted rollback: closing the cursor discards the transaction
-        if isinstance(exc, duckdb.Error) and not isinstance(exc, duckdb.InterruptException):
-            # a write-write conflict with a concurrent job may pass on a later attempt; bad data will not
-            raise DatasetError(f"cannot write {address} ({mode}): {exc}",
-                               retryable=isinstance(exc, duckdb.TransactionException)) from None
+        if isinstance(exc, duckdb.Error):
+            raise _write_error(exc, address, mode) from None
         raise
+    return _written(ctx, address, columns, total, written, mode)
+
+
+def _write_error(exc: duckdb.Error, address: str, mode: str) -> Exception:
+    """What a failed write raises: an interrupt as it is (the job's timeout or cancel), else a DatasetError.
+    A write-write conflict with a concurrent job may pass on a later attempt; bad data will not."""
+    if isinstance(exc, duckdb.InterruptException):
+        return exc
+    return DatasetError(f"cannot write {address} ({mode}): {exc}", retryable=isinstance(exc, duckdb.TransactionException))
+
+
+def _written(ctx: JobContext, address: str, columns, total: int, written: int, mode: str) -> TableWritten:
+    _run_row_counts(ctx)[address] = total  # what a downstream job of the run reads needs no count(*)
     result = TableWritten(address=address, columns=columns, row_count=total, mode=mode)
     result.rows_written = written  # type: ignore[attr-defined]  # not a field: the contract stays as it is
     return result
