@@ -103,12 +103,12 @@ class WarmPlanner:
             # a one-shot command (validate, plan): the snapshot is written by a child while this one plans
             cache, commit, resolver = self.cache.split_off(), self.source.commit, self.resolver
             write_behind(lambda: self._write_snapshot(cache, key, commit, resolver))
+            written = True  # handed over: a child that fails only costs the next process a full resolve
+        else:
+            written = self._write_snapshot(self.cache, key, self.source.commit, self.resolver)
+        if written:
             self._changed_since_saved = set()
-            return True
-        if self._write_snapshot(self.cache, key, self.source.commit, self.resolver):
-            self._changed_since_saved = set()
-            return True
-        return False
+        return written
 
     @staticmethod
     def _write_snapshot(cache, key: str, commit, resolver) -> bool:
