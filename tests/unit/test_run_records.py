@@ -112,3 +112,31 @@ def test_a_batch_leaves_what_one_write_at_a_time_leaves(tmp_path, split):
     assert [p["column"] for p in batched.runs.profiles("lake://shop/clean")] == ["card", "id"]
     one_by_one.close()
     batched.close()
+
+
+def test_the_recorder_lingers_for_company_but_a_waiter_cuts_it_short(tmp_path, monkeypatch):
+    """Items submitted together go out in one commit; wait() gets them durable at once, even with a
+    linger far longer than the test allows (the join below would time out)."""
+    import threading
+
+    from reconciler.engine.runner import _Recorder
+
+    store = _store(tmp_path / "s")
+    writes: list[int] = []
+    real_write = store.runs.write
+    monkeypatch.setattr(store.runs, "write", lambda items: (writes.append(len(items)), real_write(items)))
+    monkeypatch.setattr(_Recorder, "LINGER", 3600.0)
+    recorder = _Recorder(store)
+    items = _items()
+    tickets = [recorder.submit(item) for item in items]
+    waiter = threading.Thread(target=recorder.wait, args=(tickets[2],), daemon=True)
+    waiter.start()
+    waiter.join(timeout=60)
+    assert not waiter.is_alive(), "wait() stayed behind the linger"
+    assert writes == [len(items)]  # all of them, in one batch
+    recorder.close()  # nothing left: close does not wait out the linger either
+    expected = _store(tmp_path / "e")
+    expected.runs.write(items)
+    assert _dump(store) == _dump(expected)
+    store.close()
+    expected.close()
