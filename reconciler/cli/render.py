@@ -55,6 +55,12 @@ def fmt_value(v) -> str:
 
 # -- diagnostics ---------------------------------------------------------------------------
 def diagnostics(out: Out, diags) -> None:
+    if not out.colour:
+        # one write: stderr is line-buffered, and a large repository may have thousands of warnings
+        text = "".join(d.render() + "\n" for d in diags)
+        if text:
+            out.stream.write(text)
+        return
     for d in diags:
         text = d.render()
         first, _, rest = text.partition("\n")
