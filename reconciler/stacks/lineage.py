@@ -6,6 +6,7 @@ empty list. Nothing here may fail a job, so every error is swallowed.
 """
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 try:  # lineage is optional: without sqlglot every column maps to []
@@ -26,7 +27,28 @@ def column_lineage(steps: list[tuple[str, str]], inputs: dict[str, str], output_
 
     `steps` are (name, SELECT) in order, each able to read the inputs and earlier steps by name;
     `inputs` maps input names to dataset addresses; `schemas` (input name -> {column: type}) lets
-    `SELECT *` be expanded. Never raises."""
+    `SELECT *` be expanded. Never raises. Remembered by all of that: a long-lived process (the
+    daemon's scheduled runs) traces the same SQL over the same schemas once."""
+    try:
+        key = (tuple(map(tuple, steps)), tuple(inputs.items()), output_from, tuple(output_columns),
+               tuple((t, tuple(cols.items())) for t, cols in (schemas or {}).items()))
+        remembered = _remembered(key)
+    except TypeError:  # something unhashable in there: trace it without remembering
+        return _column_lineage(steps, inputs, output_from, output_columns, schemas or {})
+    return {column: list(sources) for column, sources in remembered.items()}
+
+
+@lru_cache(maxsize=512)
+def _remembered(key: tuple) -> dict[str, tuple[tuple[str, str], ...]]:
+    steps, inputs, output_from, output_columns, schemas = key
+    traced = _column_lineage(list(steps), dict(inputs), output_from, list(output_columns),
+                             {t: dict(cols) for t, cols in schemas})
+    return {column: tuple(sources) for column, sources in traced.items()}
+
+
+def _column_lineage(steps: list[tuple[str, str]], inputs: dict[str, str], output_from: str,
+                    output_columns: list[str],
+                    schemas: dict[str, dict[str, str]]) -> dict[str, list[tuple[str, str]]]:
     result: dict[str, list[tuple[str, str]]] = {column: [] for column in output_columns}
     try:
         by_input = {name.lower(): address for name, address in inputs.items()}

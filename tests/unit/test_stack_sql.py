@@ -208,6 +208,25 @@ def test_lineage_expands_stars_with_schemas():
                        "tags": [("lake://ws/raw", "tags")], "one": []}
 
 
+def test_lineage_is_remembered_by_sql_and_schemas_and_handed_out_as_copies():
+    _sqlglot()
+    from reconciler.stacks.lineage import _remembered
+
+    inputs = {"raw": "lake://ws/raw"}
+    steps = [("a", "SELECT id, amount * 2 AS doubled FROM raw")]
+    first = column_lineage(steps, inputs, "a", ["id", "doubled"], {"raw": {"id": "BIGINT", "amount": "DOUBLE"}})
+    first["doubled"].append(("tampered", "x"))  # a caller's change stays its own
+    hits = _remembered.cache_info().hits
+    again = column_lineage(steps, inputs, "a", ["id", "doubled"], {"raw": {"id": "BIGINT", "amount": "DOUBLE"}})
+    assert _remembered.cache_info().hits == hits + 1
+    assert again == {"id": [("lake://ws/raw", "id")], "doubled": [("lake://ws/raw", "amount")]}
+    # another schema is another trace: `SELECT *` expands to what the input has now
+    star = [("a", "SELECT * FROM raw")]
+    assert column_lineage(star, inputs, "a", ["id"], {"raw": {"id": "BIGINT"}}) == {"id": [("lake://ws/raw", "id")]}
+    assert column_lineage(star, inputs, "a", ["id", "y"], {"raw": {"id": "BIGINT", "y": "INT"}}) == {
+        "id": [("lake://ws/raw", "id")], "y": [("lake://ws/raw", "y")]}
+
+
 def test_lineage_never_raises():
     for steps in ([("a", "SELEC garbage ((")], [("a", "PIVOT raw ON x USING sum(y)")], []):
         result = column_lineage(steps, {"raw": "lake://ws/raw"}, "a", ["x", "y"])
