@@ -85,6 +85,6 @@ def query(sql, user, config_path, state_dir, limit, output):
         out = Out(sys.stdout)
         table(out, result.columns, [["" if v is None else str(v) for v in r] for r in result.rows],
               empty="No rows.")
-        note = f"{len(result.rows)} row(s)" + (f"; more rows exist (raise --limit)" if result.truncated else "")
+        note = f"{len(result.rows)} row(s)" + ("; more rows exist (raise --limit)" if result.truncated else "")
         click.echo(note, err=True)
     return 0

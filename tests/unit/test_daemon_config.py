@@ -226,7 +226,7 @@ def test_relative_paths_are_resolved_next_to_the_config_file(tmp_path, monkeypat
     folder = tmp_path / "etc"
     folder.mkdir()
     (folder / "key").write_text("k\n")
-    path = write(folder, "repo: ../repo\nstate_dir: state\napi_token_file: secrets/api\n"
+    write(folder, "repo: ../repo\nstate_dir: state\napi_token_file: secrets/api\n"
                          "webhook_secret_file: hook\nusers: {alice: {token_file: tokens/alice}}\n"
                          "openlineage: {transport: file, path: lineage.jsonl, api_key_file: key}\n")
     monkeypatch.chdir(tmp_path)  # somewhere else than the file's folder
