@@ -175,3 +175,98 @@ def _row_filter(spec: dict | None) -> str | None:
         return None
     text = (spec.get("policy") or {}).get("filter")
     return text if isinstance(text, str) else None
+
+
+class Helper:
+    """A worker forked ahead of a warm `plan`, so that the files a commit changed are validated on the
+    other core while this process restores its snapshot and reads the recorded state.
+
+    A one-file `plan` as a fresh process spends ~0.2 s importing pydantic and building models, only to
+    validate the changed file; restoring the snapshot and reading the records take as long again and need
+    no models. So, once the plan memo missed, `start` forks a child that imports the models while this
+    process goes on; `validate(cache, share)` hands it the changed files (path, blob), waits, and takes its
+    results into `cache` as a cold load takes its workers' (this process never imports the models). A
+    plan that needs no help (nothing changed, or a full resolve) `dismiss`es it. Only in a one-shot command
+    where forking is safe (store/writebehind.py), with a second CPU and a document cache to build on."""
+
+    def __init__(self, pid: int, share_w: int, out):
+        self.pid, self._share_w, self._out = pid, share_w, out
+
+    @classmethod
+    def start(cls, source, state_dir: Path) -> "Helper | None":
+        from reconciler.store.doccache import CACHE_FILE
+        from reconciler.store.writebehind import writes_behind
+
+        if not (writes_behind() and workers_available() > 1 and getattr(source, "tree", None) is not None
+                and (Path(state_dir) / "cache" / CACHE_FILE).exists()):
+            return None
+        share_r, share_w = os.pipe()
+        out = tempfile.TemporaryFile(prefix="reconciler-help-")
+        try:
+            pid = os.fork()
+        except OSError:  # no memory or process slots for a child: validate here as usual
+            os.close(share_r)
+            os.close(share_w)
+            out.close()
+            return None
+        if pid == 0:  # the child: never returns
+            os.close(share_w)
+            _helper_child(source, share_r, state_dir, out)
+        os.close(share_r)
+        return cls(pid, share_w, out)
+
+    def validate(self, cache, share: list[tuple[str, str]]) -> None:
+        """Parse and validate `share` in the helper; its results land in `cache` (what it did not finish,
+        the caller parses and validates itself, as after any cache miss)."""
+        try:
+            with os.fdopen(self._share_w, "wb") as pipe:
+                self._share_w = None
+                pipe.write(marshal.dumps(share))
+        except OSError:  # the helper is gone: nothing to take
+            pass
+        os.waitpid(self.pid, 0)
+        self.pid = None
+        self._out.seek(0)
+        for stored, items in _records(self._out):
+            _put(cache, items, new=not stored)
+        self._out.close()
+
+    def dismiss(self) -> None:
+        if self._share_w is not None:
+            os.close(self._share_w)
+            self._share_w = None
+        if self.pid is not None:
+            import signal
+
+            os.kill(self.pid, signal.SIGKILL)  # it may be importing: no need to wait for that
+            os.waitpid(self.pid, 0)
+            self.pid = None
+            self._out.close()
+
+
+def _helper_child(source, share_r: int, state_dir: Path, out) -> None:
+    code = 1
+    try:
+        import gc
+
+        gc.disable()  # a short-lived process that frees nothing
+        # what any validation needs, imported while the parent restores its snapshot
+        import reconciler.core.loader  # noqa: F401
+        import reconciler.core.resolve  # noqa: F401
+        import reconciler.core.resources  # noqa: F401
+        from reconciler.store.doccache import DocCache
+
+        with os.fdopen(share_r, "rb") as pipe:
+            data = pipe.read()
+        if data:  # nothing when the parent let it go
+            items = list(_work(source, marshal.loads(data)))
+            cache = DocCache(state_dir)
+            _put(cache, items, new=True)
+            record = marshal.dumps((cache.save(), items))
+            out.write(struct.pack("<Q", len(record)) + record)
+            out.flush()
+        code = 0
+    except BaseException:  # noqa: BLE001  the parent validates what this helper did not
+        code = 1
+    finally:
+        os._exit(code)

@@ -80,22 +80,29 @@ def load_desired(target: Target, records: dict[str, Record] | None = None, sourc
 
 
 def _desired(target: Target, records: dict[str, Record], source,
-             snapshot: bool = True) -> "tuple[Desired, WarmPlanner]":
+             snapshot: bool = True, helper=None) -> "tuple[Desired, WarmPlanner]":
     from reconciler.core.loader import gc_paused
     from reconciler.engine.warm import WarmPlanner
 
     known = target.subjects.known_for_validation() if target.subjects else None
     warm = WarmPlanner(Path(target.state_dir), target.paths, known)
+    warm.helper = helper
     # Loading allocates millions of long-lived objects and no garbage cycles: the cyclic GC would
     # rescan them on every allocation burst (~1.5 s of a 10,000-file validate), so it pauses, and
     # what was built is frozen out of later collections.
-    with gc_paused():
-        if hasattr(source, "tree"):
-            warm.restore(source)
-        resolution = warm.resolution(source, records)
-        if snapshot:
-            warm.save()
-        gc.freeze()  # before the GC is on again, or its first pass scans everything built here
+    try:
+        with gc_paused():
+            if hasattr(source, "tree") and warm.restore(source) is False and warm.helper is not None:
+                warm.helper.dismiss()  # no snapshot: a full resolve, whose cold load has workers of its own
+                warm.helper = None
+            resolution = warm.resolution(source, records)
+            if snapshot:
+                warm.save()
+            gc.freeze()  # before the GC is on again, or its first pass scans everything built here
+    finally:
+        if warm.helper is not None:  # not needed after all
+            warm.helper.dismiss()
+            warm.helper = None
     desired = Desired(source, warm.last_load, resolution)
     retain((desired, warm, records))  # a one-shot command ends without freeing them (store/writebehind.py)
     return desired, warm
@@ -212,11 +219,21 @@ def make_plan(target: Target, *, base: str | None = None, max_prune: int = 10, a
 
     from reconciler.core.planner import make_plan as plan_
 
-    if base:
-        records, serial = base_records(target, base), 0
-    else:
-        records, serial = current_records(Path(target.state_dir))
-    desired, warm = _desired(target, records, source)
+    helper = None
+    if not base:  # a plan that builds on a snapshot validates the changed files on the other core meanwhile
+        from reconciler.engine.coldload import Helper
+
+        helper = Helper.start(source, Path(target.state_dir))
+    try:
+        if base:
+            records, serial = base_records(target, base), 0
+        else:
+            records, serial = current_records(Path(target.state_dir))
+    except BaseException:
+        if helper is not None:
+            helper.dismiss()
+        raise
+    desired, warm = _desired(target, records, source, helper=helper)
     if warm.resolver is not None:
         _known_specs(records, warm.resolver.replaced)
     plan = plan_(desired.resolution, records, commit=source.commit, source=source_label(target),

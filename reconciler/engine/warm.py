@@ -56,6 +56,7 @@ class WarmPlanner:
         # full resolves in a child process that leaves a snapshot to restore: the parsed documents of a whole
         # repository never enter this process, whose memory would keep their high-water mark (the daemon)
         self.isolate = isolate
+        self.helper = None  # a forked validator for the next update's changed files (engine/coldload.py Helper)
 
     def resolution(self, source, records: dict[str, Record]) -> Resolution:
         prior = _Prior(records)
@@ -167,6 +168,9 @@ class WarmPlanner:
 
     def _full(self, source, prior) -> Resolution:
         self.full_resolves += 1
+        if self.helper is not None:  # a cold load has workers of its own
+            self.helper.dismiss()
+            self.helper = None
         if self.isolate and self._full_elsewhere(source, prior):
             return self.resolver.out
         with gc_paused():
@@ -241,6 +245,7 @@ class WarmPlanner:
         if IGNORE_FILE in changed_paths:
             return False
         rules = load_ignore_rules(source)
+        self._help(source, [p for p in changed_paths if wanted(p, self.paths, rules)])
         changed = {}
         for path in changed_paths:
             if not wanted(path, self.paths, rules):
@@ -265,6 +270,25 @@ class WarmPlanner:
         self.cache.save()
         self._moved(source, changed_paths)
         return True
+
+    def _help(self, source, paths: list[str]) -> None:
+        """The changed files missing from the cache, parsed and validated by the helper, if there is one
+        (engine/coldload.py Helper); it is let go when there are none."""
+        helper, self.helper = self.helper, None
+        if helper is None:
+            return
+        todo = []
+        for path in paths:
+            try:
+                blob = str(source.tree[path].id)
+            except KeyError:  # removed
+                continue
+            if not self.cache.has(blob):
+                todo.append((path, blob))
+        if todo:
+            helper.validate(self.cache, todo)
+        else:
+            helper.dismiss()
 
     def _moved(self, source, changed_paths: set[str]) -> None:
         self.source = source

@@ -209,3 +209,73 @@ def test_an_isolated_planner_resolves_in_a_child_process_and_plans_what_a_cold_p
         assert resolution_facts(warm.resolver.out) == resolution_facts(cold_res)
         records = {**records, **applied(got)}
     assert warm.full_resolves >= 3 and warm.incremental >= 1
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork")
+@pytest.mark.parametrize("seed", range(2))
+def test_a_helper_validates_the_changed_files_and_the_plan_is_the_same(repo, tmp_path, monkeypatch, seed):
+    """A fresh `plan` process forks a helper that validates the changed files while the snapshot is restored
+    (engine/coldload.py Helper): this process never validates them itself, and plans what a cold plan does."""
+    import os
+
+    from reconciler.core import resolve
+    from reconciler.engine import coldload
+    from reconciler.store import writebehind
+
+    monkeypatch.setattr(writebehind, "_one_shot", True)  # as `reconciler plan` runs
+    monkeypatch.setattr(writebehind, "can_fork", lambda: True)  # also when an earlier test left a thread
+    monkeypatch.setattr(coldload, "workers_available", lambda: 2)
+    here, real_validate = os.getpid(), resolve.validate
+
+    def validate_elsewhere(*args, **kwargs):  # the helper (a child) validates; this process must not
+        assert os.getpid() != here, "this process validated a changed file itself"
+        return real_validate(*args, **kwargs)
+
+    state = tmp_path / "state"
+    rng = random.Random(seed)
+    first = WarmPlanner(state)
+    records = applied(first.plan(GitSource(repo.repo, str(repo.repo.head.target)), {}, serial=0))
+    assert first.save(force=True)
+    writebehind.settle()  # a one-shot process writes its snapshot in a child: wait for it, as the next one would
+    helped = 0
+    for n in range(6):
+        commit = repo.commit(rng.choice(EDITS[:5])(n))  # edits the loader reads
+        source = GitSource(repo.repo, commit)
+        warm = WarmPlanner(state)
+        assert warm.restore(source)
+        warm.helper = coldload.Helper.start(source, state)
+        assert warm.helper is not None
+        with monkeypatch.context() as m:
+            m.setattr(resolve, "validate", validate_elsewhere)
+            got = warm.plan(source, records, serial=1)
+        helped += warm.helper is None and warm.incremental
+        assert summary(got) == summary(cold_plan(repo, commit, state, records))
+        cold_res = load_desired(Target(str(repo.path), commit, state.parent / f"c{n}"), records).resolution
+        assert resolution_facts(warm.resolver.out) == resolution_facts(cold_res)
+        warm.save()
+        writebehind.settle()
+    assert helped  # the helper was handed changed files, not only let go
+
+
+def test_a_helper_is_only_started_where_it_can_help(repo, tmp_path, monkeypatch):
+    from reconciler.engine import coldload
+    from reconciler.store import writebehind
+
+    source = GitSource(repo.repo, str(repo.repo.head.target))
+    state = tmp_path / "state"
+    monkeypatch.setattr(coldload, "workers_available", lambda: 2)
+    monkeypatch.setattr(writebehind, "can_fork", lambda: True)
+    assert coldload.Helper.start(source, state) is None  # not a one-shot command (a daemon, a library caller)
+    monkeypatch.setattr(writebehind, "_one_shot", True)
+    assert coldload.Helper.start(source, state) is None  # no document cache yet: a cold load forks its own
+    WarmPlanner(state).plan(source, {}, serial=0)
+    monkeypatch.setattr(coldload, "workers_available", lambda: 1)
+    assert coldload.Helper.start(source, state) is None  # one CPU
+    monkeypatch.setattr(coldload, "workers_available", lambda: 2)
+    helper = coldload.Helper.start(source, state)
+    assert helper is not None
+    pid = helper.pid
+    helper.dismiss()  # let go while it may still be importing: killed and reaped
+    with pytest.raises(ChildProcessError):
+        __import__("os").waitpid(pid, 0)
+    writebehind.settle()
