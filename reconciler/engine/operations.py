@@ -76,7 +76,11 @@ def load_desired(target: Target, records: dict[str, Record] | None = None, sourc
     """Everything at the target, parsed, validated and resolved, with what linking it found. A snapshot of
     an earlier resolve of this repository (engine/warm.py) makes a fresh process read only what changed;
     `snapshot=False` saves none after a full resolve (`validate`: plans and applies save theirs)."""
-    return _desired(target, records or {}, source or open_source(target), snapshot)[0]
+    from reconciler.engine.coldload import Helper
+
+    source = source or open_source(target)
+    # `validate` builds on a snapshot too: a helper validates the changed files while it is restored
+    return _desired(target, records or {}, source, snapshot, helper=Helper.start(source, Path(target.state_dir)))[0]
 
 
 def _desired(target: Target, records: dict[str, Record], source,
