@@ -23,7 +23,7 @@ from pathlib import Path
 
 from reconciler.core.loader import LoadResult, gc_paused, load, select_files
 from reconciler.core.yamlload import DEFAULT_MAX_BYTES
-from reconciler.store.writebehind import can_fork
+from reconciler.store.writebehind import can_fork, writes_behind
 
 # below this many files to parse, forking costs more than it saves
 MIN_FILES = 1500
@@ -79,11 +79,8 @@ def _fill(source, missing: list[tuple[str, str]], cache, state_dir: Path, worker
         os.waitpid(pid, 0)
         # whatever chunks a worker finished are used, also when it failed later; the load that follows
         # parses any file still missing (a failed worker's unfinished chunk) here
-        out.seek(0)
         with gc_paused():
-            for stored, items in _records(out):
-                _put(cache, items, new=not stored)
-        out.close()
+            _take(cache, out)
 
 
 def _chunks(missing: list[tuple[str, str]], workers: int) -> list[list[tuple[str, str]]]:
@@ -113,16 +110,28 @@ def _child(source, chunks, queue_r: int, state_dir: Path, out) -> None:
 
         cache = DocCache(state_dir)
         for index in _taken(queue_r):
-            items = list(_work(source, chunks[index]))
-            _put(cache, items, new=True)
-            data = marshal.dumps((cache.save(), items))
-            out.write(struct.pack("<Q", len(data)) + data)
+            _send(cache, list(_work(source, chunks[index])), out)
         out.flush()
         code = 0
     except BaseException:  # noqa: BLE001  the parent parses what this worker did not finish
         code = 1
     finally:
         os._exit(code)
+
+
+def _send(cache, items, out) -> None:
+    """A child's work results: into its cache, and framed into `out` for the parent (see _records)."""
+    _put(cache, items, new=True)
+    data = marshal.dumps((cache.save(), items))
+    out.write(struct.pack("<Q", len(data)) + data)
+
+
+def _take(cache, out) -> None:
+    """What a child sent to `out`, into `cache`; `out` is closed."""
+    out.seek(0)
+    for stored, items in _records(out):
+        _put(cache, items, new=not stored)
+    out.close()
 
 
 def _records(out):
@@ -196,7 +205,6 @@ class Helper:
     @classmethod
     def start(cls, source, state_dir: Path) -> "Helper | None":
         from reconciler.store.doccache import CACHE_FILE
-        from reconciler.store.writebehind import writes_behind
 
         if not (writes_behind() and workers_available() > 1 and getattr(source, "tree", None) is not None
                 and (Path(state_dir) / "cache" / CACHE_FILE).exists()):
@@ -227,10 +235,7 @@ class Helper:
             pass
         os.waitpid(self.pid, 0)
         self.pid = None
-        self._out.seek(0)
-        for stored, items in _records(self._out):
-            _put(cache, items, new=not stored)
-        self._out.close()
+        _take(cache, self._out)
 
     def dismiss(self) -> None:
         if self._share_w is not None:
@@ -260,11 +265,7 @@ def _helper_child(source, share_r: int, state_dir: Path, out) -> None:
         with os.fdopen(share_r, "rb") as pipe:
             data = pipe.read()
         if data:  # nothing when the parent let it go
-            items = list(_work(source, marshal.loads(data)))
-            cache = DocCache(state_dir)
-            _put(cache, items, new=True)
-            record = marshal.dumps((cache.save(), items))
-            out.write(struct.pack("<Q", len(record)) + record)
+            _send(DocCache(state_dir), list(_work(source, marshal.loads(data))), out)
             out.flush()
         code = 0
     except BaseException:  # noqa: BLE001  the parent validates what this helper did not

@@ -96,15 +96,14 @@ def _desired(target: Target, records: dict[str, Record], source,
     # what was built is frozen out of later collections.
     try:
         with gc_paused():
-            if hasattr(source, "tree") and warm.restore(source) is False and warm.helper is not None:
-                warm.helper.dismiss()  # no snapshot: a full resolve, whose cold load has workers of its own
-                warm.helper = None
+            if hasattr(source, "tree"):
+                warm.restore(source)  # without a snapshot the full resolve lets the helper go (WarmPlanner._full)
             resolution = warm.resolution(source, records)
             if snapshot:
                 warm.save()
             gc.freeze()  # before the GC is on again, or its first pass scans everything built here
     finally:
-        if warm.helper is not None:  # not needed after all
+        if warm.helper is not None:  # not needed after all (nothing changed), or an error
             warm.helper.dismiss()
             warm.helper = None
     desired = Desired(source, warm.last_load, resolution)
@@ -233,11 +232,10 @@ def make_plan(target: Target, *, base: str | None = None, max_prune: int = 10, a
             records, serial = base_records(target, base), 0
         else:
             records, serial = current_records(Path(target.state_dir))
-    except BaseException:
-        if helper is not None:
+        desired, warm = _desired(target, records, source, helper=helper)
+    finally:
+        if helper is not None:  # used or let go by then, unless reading the records failed
             helper.dismiss()
-        raise
-    desired, warm = _desired(target, records, source, helper=helper)
     if warm.resolver is not None:
         _known_specs(records, warm.resolver.replaced)
     plan = plan_(desired.resolution, records, commit=source.commit, source=source_label(target),

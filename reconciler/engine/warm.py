@@ -245,17 +245,16 @@ class WarmPlanner:
         if IGNORE_FILE in changed_paths:
             return False
         rules = load_ignore_rules(source)
-        self._help(source, [p for p in changed_paths if wanted(p, self.paths, rules)])
-        changed = {}
+        blobs = {}  # the changed files the loader reads -> blob id, None where removed
         for path in changed_paths:
-            if not wanted(path, self.paths, rules):
-                continue
-            try:
-                blob = str(source.tree[path].id)
-            except KeyError:
-                changed[path] = None  # removed
-                continue
-            changed[path] = load_file(source, path, blob, self.cache)
+            if wanted(path, self.paths, rules):
+                try:
+                    blobs[path] = str(source.tree[path].id)
+                except KeyError:
+                    blobs[path] = None
+        self._help(blobs)
+        changed = {path: None if blob is None else load_file(source, path, blob, self.cache)
+                   for path, blob in blobs.items()}
         if not changed:
             if any(p.endswith(".py") for p in changed_paths):
                 return False  # a python file a job references may have changed: hashes must be recomputed
@@ -271,20 +270,13 @@ class WarmPlanner:
         self._moved(source, changed_paths)
         return True
 
-    def _help(self, source, paths: list[str]) -> None:
+    def _help(self, blobs: dict[str, str | None]) -> None:
         """The changed files missing from the cache, parsed and validated by the helper, if there is one
         (engine/coldload.py Helper); it is let go when there are none."""
         helper, self.helper = self.helper, None
         if helper is None:
             return
-        todo = []
-        for path in paths:
-            try:
-                blob = str(source.tree[path].id)
-            except KeyError:  # removed
-                continue
-            if not self.cache.has(blob):
-                todo.append((path, blob))
+        todo = [(path, blob) for path, blob in blobs.items() if blob is not None and not self.cache.has(blob)]
         if todo:
             helper.validate(self.cache, todo)
         else:
