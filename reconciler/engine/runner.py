@@ -78,6 +78,8 @@ class RunLake:
         self.schemas: set[str] = set()
         # lake table -> its row count after this run's last write of it (a reader's rows in, without a count)
         self.row_counts: dict[str, int] = {}
+        # dataset address -> (column, type): lake tables this run wrote, depot datasets a job described
+        self.columns: dict[str, list[tuple[str, str]]] = {}
 
     def cursor(self):
         with self._lock:
@@ -488,7 +490,8 @@ class WorkflowRunner:
                     recorder.wait()  # the fault injection crashes with what a crash at this point would have recorded
                     os.kill(os.getpid(), signal.SIGKILL)
                 job_dir = root / name / f"attempt-{attempt}"
-                job_dir.mkdir(parents=True, exist_ok=True)
+                if getattr(stack, "scratch", True):
+                    job_dir.mkdir(parents=True, exist_ok=True)
                 ctx = JobContext(workflow=workflow.name, workflow_id=workflow.id, workspace=workflow.workspace, job=name,
                                  stack=runtime_name if kind == "stack" else f"operator:{runtime_name}",
                                  spec=job.get("spec") or {}, run_id=run_id, attempt=attempt, commit=self.ctx.commit,

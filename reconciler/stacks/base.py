@@ -38,7 +38,7 @@ class JobContext:
     commit: str | None
     state_dir: Path
     repo_dir: Path  # the repository tree at `commit`, materialised
-    job_dir: Path  # a fresh folder for this job attempt's files (exports, outputs)
+    job_dir: Path  # a fresh folder for this job attempt's files (exports, outputs); see Stack.scratch
     run_dir: Path  # the workspace's run folder (shell and custom stacks run here)
     lake: Lake
     depots: dict[str, dict]  # depot name -> its whole normalised document (spec["depot"] holds kind, path...)
@@ -97,5 +97,8 @@ class JobResult:
 
 class Stack(Protocol):
     name: str
+    # whether the job needs ctx.job_dir made before it runs (process stacks run in it); a stack without the
+    # attribute gets one. The in-process stacks set False: two mkdirs per job they never use.
+    scratch: bool
 
     def run(self, ctx: JobContext) -> JobResult: ...

@@ -149,6 +149,13 @@ def _run_row_counts(ctx: JobContext) -> dict[str, int]:
     return counts if isinstance(counts, dict) else {}
 
 
+def run_columns(ctx: JobContext) -> dict[str, list[tuple[str, str]]]:
+    """Columns the run already knows by dataset address: of the lake tables its jobs wrote, and of the depot
+    datasets a job described (their files do not change under a run). A throwaway dict outside a run."""
+    known = getattr(ctx.lake, "columns", None)
+    return known if isinstance(known, dict) else {}
+
+
 def _resolve_path(ctx: JobContext, raw: str) -> Path:
     path = Path(raw).expanduser()
     return path if path.is_absolute() else Path(ctx.repo_dir) / path
@@ -393,6 +400,14 @@ def describe_relation(cur, relation: str) -> list[tuple[str, str]]:
     return [(row[0], row[1]) for row in cur.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()]
 
 
+def view_columns(cur, name: str) -> list[tuple[str, str]]:
+    """(column, DuckDB type) of the view (or table) `name` on `cur`: DuckDB's relation API binds it without
+    the parse, plan and result of a DESCRIBE statement (~0.3 ms less per call). The types read as DESCRIBE
+    writes them."""
+    relation = cur.view(ident(name))
+    return [(column, str(kind)) for column, kind in zip(relation.columns, relation.types)]
+
+
 def describe(cur, address: str) -> list[tuple[str, str]]:
     """Columns of a lake table. Raises DatasetError when it does not exist."""
     try:
@@ -511,6 +526,7 @@ def _write_error(exc: duckdb.Error, address: str, mode: str) -> Exception:
 
 def _written(ctx: JobContext, address: str, columns, total: int, written: int, mode: str) -> TableWritten:
     _run_row_counts(ctx)[address] = total  # what a downstream job of the run reads needs no count(*)
+    run_columns(ctx)[address] = list(columns)  # nor a DESCRIBE for its lineage
     result = TableWritten(address=address, columns=columns, row_count=total, mode=mode)
     result.rows_written = written  # type: ignore[attr-defined]  # not a field: the contract stays as it is
     return result

@@ -23,6 +23,7 @@ def _nested(type_: str) -> bool:
 
 class ProfileStack:
     name = "profile"
+    scratch = False  # runs in this process on the lake: no job folder
 
     def run(self, ctx: JobContext) -> JobResult:
         spec = ctx.spec or {}

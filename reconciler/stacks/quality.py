@@ -194,6 +194,7 @@ KINDS = ("row_count", "not_null", "unique", "accepted_values", "relationships", 
 
 class QualityStack:
     name = "quality"
+    scratch = False  # runs in this process on the lake: no job folder
 
     def run(self, ctx: JobContext) -> JobResult:
         spec = ctx.spec or {}

@@ -16,8 +16,8 @@ import duckdb
 
 from reconciler.core.resources import format_duration
 from reconciler.stacks.base import JobContext, JobResult
-from reconciler.stacks.datasets import (DatasetError, describe_relation, ident, register_input, release_inputs,
-                                        write_output, written_rows)
+from reconciler.stacks.datasets import (DatasetError, ident, parse_address, register_input, release_inputs,
+                                        run_columns, view_columns, write_output, written_rows)
 from reconciler.stacks.lineage import column_lineage
 
 _POLL = 0.05  # seconds between the watchdog's looks at the deadline and the cancel flag
@@ -200,6 +200,7 @@ def _in_background(fn, *args):
 
 class SqlStack:
     name = "sql"
+    scratch = False  # runs in this process on the lake: no job folder
 
     def run(self, ctx: JobContext) -> JobResult:
         spec = ctx.spec or {}
@@ -256,13 +257,19 @@ class SqlStack:
             ctx.log(f"step {name}: ok")
 
         schemas = {}
-        for name, _ in inputs:
-            try:
-                schemas[name] = dict(describe_relation(cur, ident(name)))
-            except duckdb.InterruptException:
-                raise
-            except duckdb.Error:
-                pass  # lineage only: it then traces what it can without this input's columns
+        known = run_columns(ctx)  # a table an upstream job wrote, a depot dataset another job described
+        for name, address in inputs:
+            columns = known.get(address)
+            if columns is None:
+                try:
+                    columns = view_columns(cur, name)
+                except duckdb.InterruptException:
+                    raise
+                except duckdb.Error:
+                    continue  # lineage only: it then traces what it can without this input's columns
+                if parse_address(address)[0] == "depot":  # a lake table's columns come from its writes only
+                    known[address] = columns
+            schemas[name] = dict(columns)
 
         rows_out = 0
         for output in outputs:
@@ -270,7 +277,7 @@ class SqlStack:
             source, address = output["from"], output["dataset"]
             mode = output.get("mode") or "overwrite"
             started = time.monotonic()
-            columns = describe_relation(cur, ident(source))
+            columns = view_columns(cur, source)
             # column lineage (sqlglot, pure Python) is worked out on another thread while DuckDB runs the
             # write (it releases the GIL then): it does not add its few ms to the job
             lineage = []
