@@ -122,9 +122,16 @@ class _Recorder:
     up to LINGER seconds for more items before it writes (Kafka's `linger.ms`): jobs that finish close
     together share a commit. A `wait()` (a dependent job about to start, the run's end) cuts it short.
     A crash loses at most the last LINGER of finished jobs, which then run again, as a crash during a
-    commit already could."""
+    commit already could.
+
+    A finished job's findings (lineage, the tables it wrote into the catalog, quality results) are durable
+    with its row as one JSON value; writing them out into their tables is ~10 statements for any number
+    of jobs, so it happens once every FINDINGS_EVERY seconds of a long run and at the run's end
+    (`Runs.finish_run`, in the run's last transaction), not in every batch: a short run writes them out
+    once. After a crash the next apply's run (or the abandoning of the old one) writes them out."""
 
     LINGER = 0.1
+    FINDINGS_EVERY = 2.0
 
     def __init__(self, store):
         self.store = store
@@ -136,6 +143,7 @@ class _Recorder:
         self._error: BaseException | None = None
         self._closed = False
         self._waiting = 0  # threads in wait(): write now, do not linger
+        self._findings_at = time.monotonic()  # when findings were last written out
         self._thread = threading.Thread(target=self._loop, name="run-recorder", daemon=True)
         self._thread.start()
 
@@ -176,12 +184,15 @@ class _Recorder:
                 # linger for more items unless someone waits for these
                 self._cond.wait_for(lambda: self._closed or self._waiting, timeout=self.LINGER)
                 items, self._items = self._items, []
+            findings = time.monotonic() - self._findings_at >= self.FINDINGS_EVERY
+            if findings:
+                self._findings_at = time.monotonic()
             try:
                 try:
-                    self.runs.write(items)  # one transaction, each table written once for all of them
+                    self.runs.write(items, findings)  # one transaction, each table written once for all of them
                 except Exception:  # one bad write must not take the others with it: again, one by one
                     for item in items:
-                        self.runs.write([item])
+                        self.runs.write([item], findings)
             except BaseException as exc:
                 with self._cond:
                     self._error = exc

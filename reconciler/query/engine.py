@@ -234,6 +234,10 @@ class QueryEngine:
             return Grant(address, False, f"{address} is not in the catalog")
         tags = {k.lower(): v for k, v in d["columns"].items()}
         table = db.tables.get(address)
+        unknown = [c for c, _ in table.columns if c.lower() not in tags] if table and tags else []
+        if unknown:  # fail closed: a run wrote new columns, their tags reach the catalog with its findings
+            return Grant(address, False, f"{address} has columns the catalog does not list yet "
+                                         f"({', '.join(unknown)}): a workflow run is writing it; retry when it ends")
         columns = {c: tags.get(c.lower(), []) for c, _ in table.columns} if table else d["columns"]
         return self._policies.decide(subject, address, d.get("owner_team"), columns)
 

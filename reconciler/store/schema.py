@@ -183,6 +183,11 @@ MIGRATIONS: list[str] = [
         "at" VARCHAR
     );
     """,
+    # 4: a finished job's findings (lineage, catalog entries, quality results, profiles) kept with its row as
+    # one JSON value until they are written out into their tables (store/runs.py); NULL once they are
+    """
+    ALTER TABLE jobs ADD COLUMN IF NOT EXISTS findings VARCHAR;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

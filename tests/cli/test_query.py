@@ -290,3 +290,21 @@ def test_csv_and_table_output(env):
     assert r.code == 0 and "more rows exist" in r.err, r
     assert json.loads(q(env, "ana", "SELECT 1 AS x", "-o", "json").out)["rows"] == [{"x": 1}]
 
+
+
+def test_a_column_the_catalog_does_not_list_yet_is_refused(env, tmp_path):
+    """A run wrote a new column (a copy of the card number) and its findings, with the column's inherited
+    pii tag, are not in the catalog yet: the table is refused until they are, never served unmasked."""
+    import shutil
+
+    import duckdb
+
+    state = tmp_path / "state"
+    shutil.copytree(env["state"], state)
+    con = duckdb.connect(str(state / "lake.duckdb"))
+    con.execute("ALTER TABLE shop.orders ADD COLUMN card_copy VARCHAR")
+    con.execute("UPDATE shop.orders SET card_copy = card_number")
+    con.close()
+    r = run_cli("query", 'SELECT * FROM "lake://shop/orders"', "--as", "owen", "--config", env["config"],
+                "--state-dir", state)
+    refused(r, "card_copy", "catalog does not list")

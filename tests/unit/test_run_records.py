@@ -124,7 +124,8 @@ def test_the_recorder_lingers_for_company_but_a_waiter_cuts_it_short(tmp_path, m
     store = _store(tmp_path / "s")
     writes: list[int] = []
     real_write = store.runs.write
-    monkeypatch.setattr(store.runs, "write", lambda items: (writes.append(len(items)), real_write(items)))
+    monkeypatch.setattr(store.runs, "write",
+                        lambda items, findings=True: (writes.append(len(items)), real_write(items, findings)))
     monkeypatch.setattr(_Recorder, "LINGER", 3600.0)
     recorder = _Recorder(store)
     items = _items()
@@ -135,8 +136,66 @@ def test_the_recorder_lingers_for_company_but_a_waiter_cuts_it_short(tmp_path, m
     assert not waiter.is_alive(), "wait() stayed behind the linger"
     assert writes == [len(items)]  # all of them, in one batch
     recorder.close()  # nothing left: close does not wait out the linger either
+    store.runs.write_findings(["run-2"])  # the run's end writes out what its jobs found
     expected = _store(tmp_path / "e")
     expected.runs.write(items)
     assert _dump(store) == _dump(expected)
     store.close()
     expected.close()
+
+
+def test_findings_wait_in_the_job_rows_until_the_run_ends(tmp_path):
+    """Batches written without findings leave the catalog and lineage as they were, with each job's status
+    durable; the run's end writes them all out: the same tables as writing everything at once."""
+    store = _store(tmp_path / "s")
+    before = _dump(store)
+    items = _items()
+    store.runs.write(items[:4], findings=False)
+    store.runs.write(items[4:], findings=False)
+    now = _dump(store)
+    for table in ("lineage_edges", "column_lineage", "quality_results", "column_profiles", "datasets", "columns"):
+        assert now[table] == before[table], table
+    status = dict(store._conn.execute("SELECT job, status FROM jobs WHERE run_id = 'run-2'").fetchall())
+    assert status["clean"] == "succeeded" and status["quality"] == "failed"
+    pending = store._conn.execute("SELECT count(*) FROM jobs WHERE findings IS NOT NULL").fetchone()[0]
+    assert pending == 4  # clean, rollup, profile succeeded; quality failed with checks
+    store.runs.finish_run("run-2", "failed", "job 'quality' failed", 18, 10)
+    expected = _store(tmp_path / "e")
+    expected.runs.write(items)
+    expected.runs.finish_run("run-2", "failed", "job 'quality' failed", 18, 10)
+    got, want = _dump(store), _dump(expected)
+    for table in TABLES:
+        assert got[table] == want[table], table
+    assert store._conn.execute("SELECT count(*) FROM jobs WHERE findings IS NOT NULL").fetchone()[0] == 0
+    store.close()
+    expected.close()
+
+
+def test_an_abandoned_runs_findings_are_written_out(tmp_path):
+    """A crash left a run `running` with findings not yet written out; the workflow changed, so the run
+    is abandoned, not resumed: the tables its finished jobs wrote still reach the catalog."""
+    store = _store(tmp_path / "s")
+    store.runs.write(_items()[:3], findings=False)  # `clean` finished, then the crash
+    def clean_columns():
+        return {c["name"] for c in store.catalog.all_columns()["lake://shop/clean"]}
+
+    assert clean_columns() == {"x"}  # what the old run's job wrote
+    store.runs.abandon_running(WF, "superseded")
+    assert clean_columns() == {"id", "card"}
+    assert [r["status"] for r in store.runs.runs(WF) if r["run_id"] == "run-2"] == ["cancelled"]
+    store.close()
+
+
+def test_migration_4_keeps_a_version_3_states_jobs(tmp_path):
+    """A state written before findings waited in the job rows: its jobs stay, with nothing pending."""
+    import duckdb
+
+    from reconciler.store.schema import MIGRATIONS, migrate, schema_version
+
+    conn = duckdb.connect(str(tmp_path / "old.duckdb"))
+    migrate(conn, "old", MIGRATIONS[:3])
+    conn.execute("INSERT INTO jobs (run_id, job, status) VALUES ('r', 'j', 'succeeded')")
+    assert migrate(conn, "old") == 3 and schema_version(conn) == 4
+    assert conn.execute("SELECT job, status, findings FROM jobs").fetchall() == [("j", "succeeded", None)]
+    conn.execute(MIGRATIONS[3])  # safe to replay
+    conn.close()
