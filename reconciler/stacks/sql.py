@@ -102,9 +102,12 @@ class Watchdog:
                     self.cur.interrupt()
 
     def stop(self) -> None:
-        """No interrupt reaches the cursor once this returns."""
+        """No interrupt reaches the cursor once this returns, and the watchdog lets go of it: the monitor is a
+        daemon thread, and a DuckDB connection whose last reference goes away on such a thread while the
+        interpreter exits aborts the process (its destructor releases and retakes the GIL; duckdb#13904)."""
         with self._lock:
             self._done = True
+            self.cur = None
         _MONITOR.remove(self)
 
     def check(self) -> None:

@@ -179,6 +179,29 @@ def test_cancel_interrupts_a_slow_query(tmp_path, lake):
     assert (result.ok, result.message, result.retryable) == (False, "cancelled", False)
 
 
+def test_a_stopped_watchdog_lets_go_of_its_cursor(tmp_path, lake):
+    """The monitor thread is a daemon: if it held a cursor's last reference, the cursor would be destroyed
+    there, and a DuckDB connection destroyed on a daemon thread while the interpreter exits aborts the
+    process (duckdb#13904; seen as a rare SIGABRT at the end of `apply`). Once stopped, no watchdog keeps one."""
+    from reconciler.stacks import sql
+
+    made = []
+    real = sql.Watchdog.__init__
+
+    def record(self, ctx, cur):
+        real(self, ctx, cur)
+        made.append(self)
+
+    sql.Watchdog.__init__ = record
+    try:
+        spec = sql_spec([("s", "SELECT 1 AS a")], [{"from": "s", "dataset": "lake://ws/one"}], inputs=())
+        assert SqlStack().run(make_ctx(tmp_path, lake, spec)).ok
+    finally:
+        sql.Watchdog.__init__ = real
+    assert made and all(dog.cur is None for dog in made)
+    assert not sql._MONITOR._dogs
+
+
 # ---- column lineage --------------------------------------------------------------------------
 
 
