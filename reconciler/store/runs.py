@@ -3,9 +3,11 @@
 Run records are written as they happen: after a `kill -9` the next apply reads them
 to resume an interrupted run without running a finished job of the same commit again.
 The runner's recorder hands over whatever piled up while it committed the last batch
-(`write`): one transaction, and each table written once for all of it, so a batch of
-ten finished jobs costs about the statements of one. Like catalog writes, they do not
-move the state serial.
+(`write`): one transaction, one UPDATE of the job rows for all of it. A finished job's
+row holds its findings (lineage, the lake tables it wrote, quality results, profiles)
+as one JSON value until they are written out into their tables, for many jobs at once
+(`_write_findings`: at the run's end, now and then in a long run, and when a crashed
+run is resumed or abandoned). Like catalog writes, they do not move the state serial.
 """
 from __future__ import annotations
 
