@@ -31,7 +31,7 @@ from reconciler.core.ids import make_id
 from reconciler.core.resource import Resource
 from reconciler.providers.base import ApplyContext
 from reconciler.stacks.base import JobContext, JobResult
-from reconciler.store.runs import JobFinish, JobUpdate
+from reconciler.store.runs import JobFinish, JobUpdate, RunEnd
 
 log = logging.getLogger("reconciler.runner")
 
@@ -76,7 +76,8 @@ class RunLake:
         # workspace schemas known to exist in this run (write_output creates one once, not per job; only a
         # workspace's delete drops its schema, never while a workflow of it runs)
         self.schemas: set[str] = set()
-        # lake table -> its row count after this run's last write of it (a reader's rows in, without a count)
+        # lake table -> its row count after this run's last write of it (a reader's rows in, without a count);
+        # a depot file dataset and its files' sizes and times -> its row count, once a job counted it
         self.row_counts: dict[str, int] = {}
         # dataset address -> (column, type): lake tables this run wrote, depot datasets a job described
         self.columns: dict[str, list[tuple[str, str]]] = {}
@@ -147,7 +148,7 @@ class _Recorder:
         self._thread = threading.Thread(target=self._loop, name="run-recorder", daemon=True)
         self._thread.start()
 
-    def submit(self, item: "JobUpdate | JobFinish") -> int:
+    def submit(self, item: "JobUpdate | JobFinish | RunEnd") -> int:
         with self._cond:
             self._submitted += 1
             self._items.append(item)
@@ -396,17 +397,27 @@ class WorkflowRunner:
                     if s == PENDING:
                         status[n] = CANCELLED
                         recorder.submit(JobUpdate(run_id, n, dict(status=CANCELLED, message="the run was stopped")))
+            ok, run_status, message = self._summary(jobs, status, results, previous is not None)
+            rows_in = sum(r.rows_in or 0 for r in results.values()) if results else None
+            rows_out = sum(r.rows_out or 0 for r in results.values()) if results else None
+            # the run's end (and its jobs' findings written out) goes in the recorder's last commit
+            recorder.submit(RunEnd(run_id, run_status, message, rows_in, rows_out))
         finally:
             # the lake's checkpoint on close (DuckDB, off the GIL) overlaps the recorder's last commits
             try:
                 lake.close()
             finally:
                 recorder.close()
+        self._write_run_file(root, run_id, workflow, run_status, message, status)
+        self._emit_run_end(run_info, ok, None if ok else message)
+        return RunOutcome(run_id, run_status, message, previous is not None, status, rows_in, rows_out)
+
+    def _summary(self, jobs: dict, status: dict[str, str], results: dict[str, JobResult],
+                 resumed: bool) -> tuple[bool, str, str]:
+        """(ok, the run's status, its message) from its jobs' statuses."""
         ok = all(s == SUCCEEDED for s in status.values())
         failed = [n for n, s in status.items() if s == FAILED]
         skipped = [n for n, s in status.items() if s == SKIPPED]
-        rows_in = sum(r.rows_in or 0 for r in results.values()) if results else None
-        rows_out = sum(r.rows_out or 0 for r in results.values()) if results else None
         if ok:
             message = f"{len(jobs)} job(s) succeeded"
             run_status = SUCCEEDED
@@ -419,12 +430,9 @@ class WorkflowRunner:
             if skipped:
                 message += f"; skipped: {', '.join(skipped)}"
             run_status = FAILED
-        if previous is not None:
+        if resumed:
             message += " (resumed after an interruption)"
-        runs.finish_run(run_id, run_status, message, rows_in, rows_out)
-        self._write_run_file(root, run_id, workflow, run_status, message, status)
-        self._emit_run_end(run_info, ok, None if ok else message)
-        return RunOutcome(run_id, run_status, message, previous is not None, status, rows_in, rows_out)
+        return ok, run_status, message
 
     def _depot_password_refs(self) -> list[dict]:
         return [d["depot"]["password"] for d in self._depots().values()

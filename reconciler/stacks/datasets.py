@@ -144,7 +144,8 @@ def _register_lake(cur, ctx: JobContext, name: str, address: str, workspace: str
 
 
 def _run_row_counts(ctx: JobContext) -> dict[str, int]:
-    """The row counts of the lake tables this run's jobs wrote (the runner's lake keeps them), else none."""
+    """The row counts of the lake tables this run's jobs wrote and of the depot files its jobs counted (the
+    runner's lake keeps them), else a throwaway dict."""
     counts = getattr(ctx.lake, "row_counts", None)
     return counts if isinstance(counts, dict) else {}
 
@@ -182,14 +183,21 @@ def _read_file(cur, ctx: JobContext, name: str, address: str, spec: dict, datase
     except duckdb.Error as exc:
         raise DatasetError(f"cannot read {address} as {fmt} ({files[0]}): {first_line(exc)}") from None
     _on_release(cur, f"DROP VIEW IF EXISTS temp.main.{ident(name)}")
-    if fmt != "parquet" and sum(p.stat().st_size for p in files) > _COUNT_TEXT_BYTES:
+    stats = [p.stat() for p in files]
+    # another job of this run counted these very files (same sizes and times): their count is known
+    key = f"{address}\0" + ",".join(f"{s.st_size}:{s.st_mtime_ns}" for s in stats)
+    known = _run_row_counts(ctx)
+    if key in known:
+        return known[key]
+    if fmt != "parquet" and sum(s.st_size for s in stats) > _COUNT_TEXT_BYTES:
         return None
     try:
-        return cur.execute(f"SELECT count(*) FROM {ident(name)}").fetchall()[0][0]
+        known[key] = cur.execute(f"SELECT count(*) FROM {ident(name)}").fetchall()[0][0]
     except duckdb.InterruptException:
         raise
     except duckdb.Error as exc:
         raise DatasetError(f"cannot read {address} as {fmt} ({files[0]}): {first_line(exc)}") from None
+    return known[key]
 
 
 def _read_duckdb(cur, ctx: JobContext, name: str, address: str, spec: dict, dataset: str) -> int | None:

@@ -59,6 +59,16 @@ class JobFinish:
 
 
 @dataclass
+class RunEnd:
+    """A run's end: its status and totals, with its jobs' pending findings written out (see Runs.write)."""
+    run_id: str
+    status: str
+    message: str
+    rows_in: int | None
+    rows_out: int | None
+
+
+@dataclass
 class _Found:
     """A finished job's findings as its row keeps them until they are written out (see Runs.write)."""
     run_id: str
@@ -155,10 +165,7 @@ class Runs:
 
     def finish_run(self, run_id: str, status: str, message: str, rows_in: int | None, rows_out: int | None) -> None:
         """The run's end, with every finding of its jobs still pending written out in the same transaction."""
-        with self._tx() as (conn, _):
-            self._write_findings(conn, [run_id])
-            conn.execute("UPDATE runs SET status = ?, message = ?, ended_at = ?, rows_in = ?, rows_out = ? "
-                         "WHERE run_id = ?", [status, message, now(), rows_in, rows_out, run_id])
+        self.write([RunEnd(run_id, status, message, rows_in, rows_out)])
 
     def run(self, run_id: str) -> dict | None:
         rows = self._query(f"SELECT {_quoted(RUN_COLUMNS)} FROM runs WHERE run_id = ?", [run_id])
@@ -217,18 +224,23 @@ class Runs:
         self.write([JobFinish(run_id, workflow_id, job, result, attempts, owner, workspace, tags,
                               column_tags or {}, ended)])
 
-    def write(self, items: list[JobUpdate | JobFinish], findings: bool = True) -> None:
-        """Job updates and finished jobs, in order, in one transaction.
+    def write(self, items: list[JobUpdate | JobFinish | RunEnd], findings: bool = True) -> None:
+        """Job updates, finished jobs and run ends, in order, in one transaction.
 
         A finished job's row takes its findings (lineage, the lake tables it wrote, quality results,
         profiles) as one JSON value, durable with its status. `findings`: also write every pending
         finding of these runs out into its tables now (else that waits for `write_findings`, the run's
-        end or a crash's recovery: ~10 statements for any number of jobs instead of per batch)."""
+        end or a crash's recovery: ~10 statements for any number of jobs instead of per batch). A run's
+        end always writes out its findings first."""
         if items:
+            ends = [item for item in items if isinstance(item, RunEnd)]
             with self._tx() as (conn, _):
-                self._write(conn, items)
-                if findings:
-                    self._write_findings(conn, sorted({item.run_id for item in items}))
+                self._write(conn, [item for item in items if not isinstance(item, RunEnd)])
+                self._write_findings(conn, sorted({item.run_id for item in (items if findings else ends)}))
+                for end in ends:
+                    conn.execute("UPDATE runs SET status = ?, message = ?, ended_at = ?, rows_in = ?, rows_out = ? "
+                                 "WHERE run_id = ?", [end.status, end.message, now(), end.rows_in, end.rows_out,
+                                                      end.run_id])
 
     def write_findings(self, run_ids: list[str]) -> None:
         """Write out the pending findings of these runs' finished jobs (see write)."""

@@ -96,6 +96,24 @@ def test_file_depot_csv_parquet_json(tmp_path, lake):
         register_input(cur, ctx, "people", "depot://abs/people")
 
 
+def test_a_run_counts_a_depot_file_once_until_it_changes(tmp_path, lake):
+    """The runner's lake keeps row counts: the second job reading the same files takes the first one's count
+    (no count(*) again), and a file rewritten during the run (a shell job, say) is counted afresh."""
+    data = tmp_path / "repo" / "data"
+    data.mkdir(parents=True)
+    (data / "orders.csv").write_text("id\n1\n2\n")
+    lake.row_counts = {}
+    ctx = make_ctx(tmp_path, lake, repo_dir=tmp_path / "repo", depots={"raw": depot("raw", kind="file", path="data")})
+    cur = lake.cursor()
+    assert register_input(cur, ctx, "a", "depot://raw/orders") == 2
+    [(key, count)] = lake.row_counts.items()
+    lake.row_counts[key] = 99  # what the cache says is what the next job gets: it did not count again
+    assert register_input(cur, ctx, "b", "depot://raw/orders") == 99
+    (data / "orders.csv").write_text("id\n1\n2\n3\n")
+    assert register_input(cur, ctx, "c", "depot://raw/orders") == 3
+    assert rows(cur, "SELECT count(*) FROM c") == [(3,)]
+
+
 def test_depot_errors_name_the_address(tmp_path, lake):
     cur = lake.cursor()
     ctx = make_ctx(tmp_path, lake, depots={
