@@ -167,9 +167,11 @@ def _load_file(source: Source, path: str, blob_id: str, cache: ParseCache | None
     if cached is not None:
         return _at_path(cached, path, blob_id)
     size_of = getattr(source, "size", None)
+    fits = getattr(source, "fits", None)  # a source that vouches for a small file without even its size
     try:
         # Refuse an oversized file from its size alone when the source can tell it without reading.
-        too_big = check_size(path, size_of(path), max_bytes) if size_of is not None else None
+        too_big = (check_size(path, size_of(path), max_bytes)
+                   if size_of is not None and not (fits is not None and fits(path, max_bytes)) else None)
         if too_big is not None:
             return FileResult(path, blob_id, diagnostics=[too_big])
         data = source.read(path)

@@ -90,6 +90,39 @@ def test_oversized_file_is_refused_before_it_is_read(tmp_path):
     assert source.reads == ["small.yaml"]
 
 
+def test_a_git_blob_is_sized_from_its_loose_file_or_its_header(tmp_path):
+    """A fresh local commit stores loose objects: a small one is vouched for by its compressed file's size
+    (one stat, no header inflated); a file that compresses well enough to hide a large size is asked for its
+    size, and refused before it is read; in a packed repository every file is sized from its header."""
+    repo = pygit2.init_repository(str(tmp_path / "r"), initial_head="main")
+    sig = pygit2.Signature("T", "t@example.com")
+    index = pygit2.Index()
+    big = "a: 1\n" * 100_000  # 500 kB that zlib squeezes to ~1 kB
+    for path, text in {"small.yaml": DEPOT.format(name="s"), "big.yaml": big}.items():
+        index.add(pygit2.IndexEntry(path, repo.create_blob(text.encode()), pygit2.enums.FileMode.BLOB))
+    commit = str(repo.create_commit("refs/heads/main", sig, sig, "m", index.write_tree(repo), []))
+
+    def loaded(source):
+        reads = []
+        real = source.read
+        source.read = lambda path: (reads.append(path), real(path))[1]
+        return load(source, max_bytes=100_000), reads
+
+    loose = GitSource(repo, commit)
+    assert loose.fits("small.yaml", 100_000) and not loose.fits("big.yaml", 100_000)
+    assert not loose.fits("nowhere.yaml", 100_000)
+    result, reads = loaded(loose)
+    assert result.broken_files == {"big.yaml"} and reads == ["small.yaml"]
+    assert result.diagnostics[0].message == "file is 0.5 MB, over the 100000 bytes limit"
+    assert [d.data["name"] for d in result.documents] == ["s"]
+
+    subprocess.run(["git", "-C", str(tmp_path / "r"), "gc", "-q"], check=True)
+    packed = GitSource(pygit2.Repository(str(tmp_path / "r")), commit)
+    assert not packed.fits("small.yaml", 100_000)  # no loose file: its header tells
+    result, reads = loaded(packed)
+    assert result.broken_files == {"big.yaml"} and reads == ["small.yaml"]
+
+
 def test_loads_from_a_git_commit(tmp_path):
     repo = pygit2.init_repository(str(tmp_path / "r.git"), bare=True, initial_head="main")
     sig = pygit2.Signature("T", "t@example.com")
