@@ -100,5 +100,8 @@ class Stack(Protocol):
     # whether the job needs ctx.job_dir made before it runs (process stacks run in it); a stack without the
     # attribute gets one. The in-process stacks set False: two mkdirs per job they never use.
     scratch: bool
+    # whether the job's work is DuckDB queries on the run's lake in this process (each on every CPU): the
+    # runner runs at most as many of those at once as there are CPUs. Without the attribute: False.
+    lake_bound: bool
 
     def run(self, ctx: JobContext) -> JobResult: ...

@@ -23,6 +23,7 @@ def _nested(type_: str) -> bool:
 
 class ProfileStack:
     name = "profile"
+    lake_bound = True  # DuckDB queries in this process, each on every CPU (engine/runner.py to_start)
     scratch = False  # runs in this process on the lake: no job folder
 
     def run(self, ctx: JobContext) -> JobResult:

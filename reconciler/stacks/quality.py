@@ -194,6 +194,7 @@ KINDS = ("row_count", "not_null", "unique", "accepted_values", "relationships", 
 
 class QualityStack:
     name = "quality"
+    lake_bound = True  # DuckDB queries in this process, each on every CPU (engine/runner.py to_start)
     scratch = False  # runs in this process on the lake: no job folder
 
     def run(self, ctx: JobContext) -> JobResult:

@@ -203,6 +203,7 @@ def _in_background(fn, *args):
 
 class SqlStack:
     name = "sql"
+    lake_bound = True  # DuckDB queries in this process, each on every CPU (engine/runner.py to_start)
     scratch = False  # runs in this process on the lake: no job folder
 
     def run(self, ctx: JobContext) -> JobResult:

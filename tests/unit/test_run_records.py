@@ -199,3 +199,16 @@ def test_migration_4_keeps_a_version_3_states_jobs(tmp_path):
     assert conn.execute("SELECT job, status, findings FROM jobs").fetchall() == [("j", "succeeded", None)]
     conn.execute(MIGRATIONS[3])  # safe to replay
     conn.close()
+
+
+def test_lake_bound_jobs_start_no_more_than_the_cpus_others_fill_the_parallelism():
+    """DuckDB runs each query on every CPU: lake-bound jobs beyond the CPUs wait, a shell or python job
+    (a subprocess) still starts; the order of the ready jobs is kept."""
+    from reconciler.engine.runner import to_start
+
+    bound = {"a": True, "b": True, "c": True, "sh": False, "py": False}
+    assert to_start(["a", "b", "c", "sh", "py"], [], bound, parallelism=4, lake_slots=2) == ["a", "b", "sh", "py"]
+    assert to_start(["c", "sh"], ["a", "b"], bound, parallelism=4, lake_slots=2) == ["sh"]
+    assert to_start(["c", "sh", "py"], ["a"], bound, parallelism=3, lake_slots=2) == ["c", "sh"]
+    assert to_start(["a", "b", "c"], [], bound, parallelism=4, lake_slots=8) == ["a", "b", "c"]
+    assert to_start(["a"], [], {}, parallelism=1, lake_slots=1) == ["a"]  # unknown: not lake-bound
