@@ -79,7 +79,7 @@ class RunLake:
         # lake table -> its row count after this run's last write of it (a reader's rows in, without a count);
         # a depot file dataset and its files' sizes and times -> its row count, once a job counted it
         self.row_counts: dict[str, int] = {}
-        # dataset address -> (column, type): lake tables this run wrote, depot datasets a job described
+        # dataset address -> (column, type): lake tables this run wrote, depot datasets a job described (lineage)
         self.columns: dict[str, list[tuple[str, str]]] = {}
 
     def cursor(self):
@@ -127,9 +127,8 @@ class _Recorder:
 
     A finished job's findings (lineage, the tables it wrote into the catalog, quality results) are durable
     with its row as one JSON value; writing them out into their tables is ~10 statements for any number
-    of jobs, so it happens once every FINDINGS_EVERY seconds of a long run and at the run's end
-    (`Runs.finish_run`, in the run's last transaction), not in every batch: a short run writes them out
-    once. After a crash the next apply's run (or the abandoning of the old one) writes them out."""
+    of jobs, so it happens once every FINDINGS_EVERY seconds of a long run and at the run's end (with its
+    `RunEnd`, in the recorder's last commit), not in every batch: a short run writes them out once. After a crash the next apply's run (or the abandoning of the old one) writes them out."""
 
     LINGER = 0.1
     FINDINGS_EVERY = 2.0

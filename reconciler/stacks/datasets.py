@@ -152,7 +152,9 @@ def _run_row_counts(ctx: JobContext) -> dict[str, int]:
 
 def run_columns(ctx: JobContext) -> dict[str, list[tuple[str, str]]]:
     """Columns the run already knows by dataset address: of the lake tables its jobs wrote, and of the depot
-    datasets a job described (their files do not change under a run). A throwaway dict outside a run."""
+    datasets a job described. For lineage only: a depot file another job rewrites during the run keeps the
+    columns first seen there (its row count, which a job reports, is keyed by the files' sizes and times).
+    A throwaway dict outside a run."""
     known = getattr(ctx.lake, "columns", None)
     return known if isinstance(known, dict) else {}
 

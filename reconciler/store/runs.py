@@ -229,9 +229,9 @@ class Runs:
 
         A finished job's row takes its findings (lineage, the lake tables it wrote, quality results,
         profiles) as one JSON value, durable with its status. `findings`: also write every pending
-        finding of these runs out into its tables now (else that waits for `write_findings`, the run's
-        end or a crash's recovery: ~10 statements for any number of jobs instead of per batch). A run's
-        end always writes out its findings first."""
+        finding of these runs out into its tables now (else that waits for the run's end or a crash's
+        recovery: ~10 statements for any number of jobs instead of per batch). A run's end always writes
+        out its findings first."""
         if items:
             ends = [item for item in items if isinstance(item, RunEnd)]
             with self._tx() as (conn, _):
@@ -241,11 +241,6 @@ class Runs:
                     conn.execute("UPDATE runs SET status = ?, message = ?, ended_at = ?, rows_in = ?, rows_out = ? "
                                  "WHERE run_id = ?", [end.status, end.message, now(), end.rows_in, end.rows_out,
                                                       end.run_id])
-
-    def write_findings(self, run_ids: list[str]) -> None:
-        """Write out the pending findings of these runs' finished jobs (see write)."""
-        with self._tx() as (conn, _):
-            self._write_findings(conn, run_ids)
 
     def _write(self, conn, items: list[JobUpdate | JobFinish]) -> None:
         # each job row's columns as the items leave them, in order (a later value wins)

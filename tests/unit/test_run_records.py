@@ -136,7 +136,7 @@ def test_the_recorder_lingers_for_company_but_a_waiter_cuts_it_short(tmp_path, m
     assert not waiter.is_alive(), "wait() stayed behind the linger"
     assert writes == [len(items)]  # all of them, in one batch
     recorder.close()  # nothing left: close does not wait out the linger either
-    store.runs.write_findings(["run-2"])  # the run's end writes out what its jobs found
+    store.runs.finish_run("run-2", "failed", "job 'quality' failed", 18, 10)  # writes out what its jobs found
     expected = _store(tmp_path / "e")
     expected.runs.write(items)
     assert _dump(store) == _dump(expected)
