@@ -253,6 +253,64 @@ def test_bad_filters(text, words):
     assert problem and words in problem
 
 
+PLAIN_FILTERS = ["region = 'EU'", "amount > 10 AND status IN ('a', 'b')", "x IS NOT NULL or y <> -1.5",
+                 "tenant_id = 42", "country NOT IN ('DE','FR')", "\"Region Name\" = 'it''s'", "a >= 0 AND b < 1.25"]
+
+
+@pytest.mark.parametrize("text", PLAIN_FILTERS)
+def test_plain_filters_need_no_sql_parser(text):
+    from reconciler.core.policy_checks import parsed_filter_problem, plain_filter
+
+    assert plain_filter(text) and parsed_filter_problem(text) is None
+
+
+def test_a_plain_filter_is_checked_without_importing_sqlglot():
+    import subprocess
+    import sys
+
+    code = ("import sys; from reconciler.core.policy_checks import filter_problem; "
+            "assert filter_problem(\"region = 'EU' AND amount > 10\") is None; "
+            "assert 'sqlglot' not in sys.modules, 'imported'; "
+            "assert filter_problem('upper(region) = 1') is None and 'sqlglot' in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_plain_filter_path_agrees_with_the_sql_parser_for_every_keyword_as_a_column():
+    """Every keyword of DuckDB and of sqlglot's DuckDB dialect, as a column name in each plain form: where
+    the fast path answers, sqlglot finds nothing wrong either (else _NOT_PLAIN_NAMES needs the word)."""
+    import re
+
+    import duckdb
+    from sqlglot.dialects.duckdb import DuckDB
+
+    from reconciler.core.policy_checks import parsed_filter_problem, plain_filter
+
+    words = {k.lower() for k in DuckDB.tokenizer_class.KEYWORDS if re.fullmatch(r"[A-Za-z_]\w*", k)}
+    words |= {w for w, in duckdb.sql("SELECT keyword_name FROM duckdb_keywords()").fetchall()}
+    assert len(words) > 300
+    forms = ["{w} = 'x'", "{w} > 1", "{w} IN ('a', 'b')", "{w} IS NULL", "{w} IS NOT NULL", "a = 1 AND {w} = 2",
+             "{w} <> -1 OR b = 2", '"{w}" = 1']
+    answered = disagree = 0
+    for w in sorted(words):
+        for form in forms:
+            for text in (form.format(w=w), form.format(w=w.upper())):
+                if plain_filter(text):
+                    answered += 1
+                    if parsed_filter_problem(text) is not None:
+                        disagree += 1
+                        print("fast path says fine, sqlglot does not:", text)
+    assert answered > 1000 and disagree == 0
+
+
+@pytest.mark.parametrize("text", ["upper(country) = 'DE'", "(flag)", "x = 'a\\b'", "a = b",
+                                  "region = 'EU'; DROP TABLE t", "select = 1", "x IN (SELECT 1)", "x = 1 AND",
+                                  "x BETWEEN 1 AND 2"])
+def test_other_filters_go_to_the_sql_parser(text):
+    from reconciler.core.policy_checks import plain_filter
+
+    assert not plain_filter(text)
+
+
 # -- the plan's access diff (engine/access_plan.py): its shortcuts must not change the answer -----------
 ADDRESSES = ["lake://shop/orders", "lake://shop/daily", "lake://ops/runs", "lake://public/t",
              "depot://raw/tx", "depot://raw/a/b", "depot://crm/customers", "depot://rawx/tx"]
