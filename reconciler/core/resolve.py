@@ -750,6 +750,10 @@ class RestoredResource(Resource):
     def spec(self, value: dict) -> None:
         self.__dict__["_spec"] = value
 
+    @property
+    def spec_in_memory(self) -> bool:
+        return self.__dict__.get("_spec") is not None
+
 
 class _RestoredOrigins(dict):
     """id -> _Doc, built from the snapshot's rows on first use."""

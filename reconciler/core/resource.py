@@ -57,3 +57,8 @@ class Resource:
     def __post_init__(self):
         if not self.hash:
             self.hash = spec_hash(self.spec)
+
+    @property
+    def spec_in_memory(self) -> bool:
+        """Reading `spec` reads nothing from a cache (see resolve.RestoredResource)."""
+        return True

@@ -69,15 +69,18 @@ def writes_behind() -> bool:
     return _one_shot and can_fork()
 
 
-def write_behind(fn: Callable[[], object]) -> bool:
-    """fn() in a forked child in a one-shot command where forking is safe (True), else here and now (False)."""
+def write_behind(fn: Callable[[], object], in_line: bool = True) -> bool:
+    """fn() in a forked child in a one-shot command where forking is safe (True), else here and now (False;
+    `in_line=False`: not at all)."""
     if not writes_behind():
-        fn()
+        if in_line:
+            fn()
         return False
     try:
         pid = os.fork()
     except OSError:  # no memory or process slots left for a child: write in line
-        fn()
+        if in_line:
+            fn()
         return False
     if pid == 0:  # the child: never returns
         code = 1
