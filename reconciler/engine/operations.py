@@ -251,11 +251,15 @@ def make_plan(target: Target, *, base: str | None = None, max_prune: int = 10, a
     overlap = (len(changed) >= MEMO_BEHIND_FROM and any(a.type == "policy" for a in changed)
                and all(a.resource is None or a.resource.spec_in_memory for a in plan.actions))
     finish_memo = memo.put_behind(key, plan) if overlap else None
-    plan.access = _access(plan, records, desired.resolution, target)
-    if finish_memo is not None:
-        finish_memo(plan.access)
-    else:
+    if finish_memo is None:
+        plan.access = _access(plan, records, desired.resolution, target)
         memo.put(key, plan.to_json())
+    else:
+        access = None
+        try:
+            plan.access = access = _access(plan, records, desired.resolution, target)
+        finally:
+            finish_memo(access)  # also on an error: the child waits for it, and the command's end for the child
     if not base:
         plan.origin = (desired.resolution, options, warm)
     return plan, desired.diagnostics

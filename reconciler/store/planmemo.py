@@ -73,10 +73,11 @@ class PlanMemo:
             return
         self._write(key, data)
 
-    def put_behind(self, key, plan) -> "Callable[[list], None] | None":
+    def put_behind(self, key, plan) -> "Callable[[list | None], None] | None":
         """The memo of `plan`, whose access diff is still to come, written by a forked child that marshals
-        the plan while this process computes the access; call the returned function with the access to
-        finish. None (nothing started) where no child can be forked: then `put` the whole plan afterwards.
+        the plan while this process computes the access. Call the returned function once, with the access,
+        or with None when making it failed: the child waits for it, and the command's end for the child.
+        None (nothing started) where no child can be forked: then `put` the whole plan afterwards.
 
         A cold plan of 10,000 resources marshalled its ~10 MB memo (~0.1 s) after its access diff
         (~0.15 s), both on one core while the other idled. The child only reads the plan; the access
@@ -105,12 +106,14 @@ class PlanMemo:
             return None
         os.close(read_end)
 
-        def finish(access: list) -> None:
-            data = marshal.dumps(access)
+        def finish(access: list | None) -> None:
+            """The access diff to the child; None: there is none (its making failed), so no memo."""
             try:
                 with os.fdopen(write_end, "wb") as pipe:
-                    pipe.write(struct.pack("<Q", len(data)) + data)
-            except OSError:  # the child is gone: no memo
+                    if access is not None:
+                        data = marshal.dumps(access)
+                        pipe.write(struct.pack("<Q", len(data)) + data)
+            except (OSError, ValueError):  # the child is gone, or the access marshal cannot write: no memo
                 pass
 
         return finish

@@ -92,3 +92,27 @@ def test_retain_keeps_objects_only_in_a_one_shot_command(monkeypatch):
     monkeypatch.setattr(writebehind, "_one_shot", True)
     writebehind.retain("kept")
     assert writebehind._retained == ["kept"]
+
+
+@needs_fork
+def test_a_plan_memo_written_behind_holds_the_access_or_nothing(one_shot, tmp_path):
+    """PlanMemo.put_behind: the child marshals the plan, the access arrives later through a pipe; no access
+    (its making failed) means no memo, and the command's end does not hang on the waiting child."""
+    from reconciler.core.plan import Action, Plan
+    from reconciler.store.planmemo import PlanMemo
+
+    if not writebehind.can_fork():
+        pytest.skip("another thread runs in this test process")
+    memo = PlanMemo(tmp_path)
+    plan = Plan(actions=[Action(id="policy:p", action="create", type="policy", name="p")], commit="c1")
+    access = [{"subject": "ann", "dataset": "lake://ws/t", "change": "gain", "detail": "reads a"}]
+    finish = memo.put_behind(("k", 1), plan)
+    assert finish is not None
+    finish(access)
+    writebehind.settle()
+    got = memo.get(("k", 1))
+    assert got["access"] == access and got["commit"] == "c1" and got["actions"][0]["id"] == "policy:p"
+    finish = memo.put_behind(("k", 2), plan)
+    finish(None)  # the access diff raised
+    writebehind.settle()
+    assert memo.get(("k", 2)) is None and memo.get(("k", 1)) is not None
