@@ -23,7 +23,7 @@ from pathlib import Path
 
 from reconciler.core.loader import LoadResult, gc_paused, load, select_files
 from reconciler.core.yamlload import DEFAULT_MAX_BYTES
-from reconciler.store.writebehind import can_fork, writes_behind
+from reconciler.store.writebehind import adopt, can_fork, writes_behind
 
 # below this many files to parse, forking costs more than it saves
 MIN_FILES = 1500
@@ -64,10 +64,13 @@ def _fill(source, missing: list[tuple[str, str]], cache, state_dir: Path, worker
     try:
         for _ in range(workers - 1):
             out = tempfile.TemporaryFile(prefix="reconciler-load-")
+            done_r, done_w = os.pipe()
             pid = os.fork()
             if pid == 0:  # the child: never returns
-                _child(source, chunks, queue_r, state_dir, out)
-            children.append((pid, out))
+                os.close(done_r)
+                _child(source, chunks, queue_r, state_dir, out, done_w)
+            os.close(done_w)
+            children.append((pid, out, done_r))
         # this process's own chunks, straight into the cache like any parse (and validated into its memo)
         with gc_paused():
             for index in _taken(queue_r):
@@ -75,12 +78,19 @@ def _fill(source, missing: list[tuple[str, str]], cache, state_dir: Path, worker
     finally:
         os.close(queue_r)
     cache.save(behind=True)  # written by a child of its own while this process takes the workers' results
-    for pid, out in children:
-        os.waitpid(pid, 0)
+    for pid, out, done_r in children:
+        # a worker says it is done (or dies: end of file) once its results are all in `out`; it writes its
+        # share of the cache only then, on a core this process's serial rest leaves idle, and the command's
+        # end waits for it (writebehind.adopt)
+        try:
+            os.read(done_r, 1)
+        finally:
+            os.close(done_r)
         # whatever chunks a worker finished are used, also when it failed later; the load that follows
         # parses any file still missing (a failed worker's unfinished chunk) here
         with gc_paused():
             _take(cache, out)
+        adopt(pid)
 
 
 def _chunks(missing: list[tuple[str, str]], workers: int) -> list[list[tuple[str, str]]]:
@@ -98,9 +108,10 @@ def _taken(queue_r: int):
         yield struct.unpack("<I", raw)[0]
 
 
-def _child(source, chunks, queue_r: int, state_dir: Path, out) -> None:
-    """A worker: takes chunks from the queue; each chunk's results go to the cache (its own connection:
-    a SQLite connection must not cross a fork) and, framed, to `out` for the parent, chunk by chunk."""
+def _child(source, chunks, queue_r: int, state_dir: Path, out, done_w: int) -> None:
+    """A worker: takes chunks from the queue; each chunk's results go, framed, to `out` for the parent,
+    chunk by chunk. With the queue empty it tells the parent (`done_w`), and only then writes them to the
+    cache (its own connection: a SQLite connection must not cross a fork), while the parent goes on."""
     code = 1
     try:
         import gc
@@ -110,8 +121,11 @@ def _child(source, chunks, queue_r: int, state_dir: Path, out) -> None:
 
         cache = DocCache(state_dir)
         for index in _taken(queue_r):
-            _send(cache, list(_work(source, chunks[index])), out)
+            _send(cache, list(_work(source, chunks[index])), out, stored=True)
         out.flush()
+        os.write(done_w, b".")
+        os.close(done_w)
+        cache.save()
         code = 0
     except BaseException:  # noqa: BLE001  the parent parses what this worker did not finish
         code = 1
@@ -119,10 +133,11 @@ def _child(source, chunks, queue_r: int, state_dir: Path, out) -> None:
         os._exit(code)
 
 
-def _send(cache, items, out) -> None:
-    """A child's work results: into its cache, and framed into `out` for the parent (see _records)."""
+def _send(cache, items, out, stored: bool | None = None) -> None:
+    """A child's work results: into its cache, and framed into `out` for the parent (see _records).
+    `stored`: the child writes them to the cache file later (else now, and says whether it did)."""
     _put(cache, items, new=True)
-    data = marshal.dumps((cache.save(), items))
+    data = marshal.dumps((cache.save() if stored is None else stored, items))
     out.write(struct.pack("<Q", len(data)) + data)
 
 
