@@ -4,9 +4,10 @@ A first `validate` or `plan` of a large repository parses and validates every fi
 ~2 s of CPU in one process). Both steps are pure functions of a file's bytes, so the files missing
 from the document cache are shared out between this process and `workers - 1` forked children, in
 chunks taken from a common queue (a process slowed by other work takes fewer). Each child reads, parses
-and validates its chunks, writes them to the document cache itself, and hands the results back as
-marshalled plain data through a temporary file, chunk by chunk; this process does its own chunks
-meanwhile, then takes the children's results as cache hits. The resolver then finds every file parsed
+and validates its chunks and hands the results back as marshalled plain data through a temporary file,
+chunk by chunk; this process does its own chunks meanwhile, then takes the children's results as cache
+hits. Once the queue is empty a child writes its results to the document cache itself, while this
+process goes on linking (the command's end waits for it). The resolver then finds every file parsed
 and every document validated.
 
 Only where forking is safe and worth it: a POSIX system, more than one CPU, no other thread running
