@@ -95,24 +95,36 @@ def test_retain_keeps_objects_only_in_a_one_shot_command(monkeypatch):
 
 
 @needs_fork
-def test_a_plan_memo_written_behind_holds_the_access_or_nothing(one_shot, tmp_path):
+def test_a_plan_memo_written_behind_holds_the_access_or_nothing(tmp_path):
     """PlanMemo.put_behind: the child marshals the plan, the access arrives later through a pipe; no access
-    (its making failed) means no memo, and the command's end does not hang on the waiting child."""
-    from reconciler.core.plan import Action, Plan
-    from reconciler.store.planmemo import PlanMemo
+    (its making failed) means no memo, and the command's end does not hang on the waiting child. Run in a
+    fresh process: this one may have threads of earlier tests, and then nothing forks."""
+    import subprocess
+    import sys
+    import textwrap
 
-    if not writebehind.can_fork():
-        pytest.skip("another thread runs in this test process")
-    memo = PlanMemo(tmp_path)
-    plan = Plan(actions=[Action(id="policy:p", action="create", type="policy", name="p")], commit="c1")
-    access = [{"subject": "ann", "dataset": "lake://ws/t", "change": "gain", "detail": "reads a"}]
-    finish = memo.put_behind(("k", 1), plan)
-    assert finish is not None
-    finish(access)
-    writebehind.settle()
-    got = memo.get(("k", 1))
-    assert got["access"] == access and got["commit"] == "c1" and got["actions"][0]["id"] == "policy:p"
-    finish = memo.put_behind(("k", 2), plan)
-    finish(None)  # the access diff raised
-    writebehind.settle()
-    assert memo.get(("k", 2)) is None and memo.get(("k", 1)) is not None
+    code = textwrap.dedent(f"""
+        from pathlib import Path
+        from reconciler.core.plan import Action, Plan
+        from reconciler.store import writebehind
+        from reconciler.store.planmemo import PlanMemo
+
+        writebehind.one_shot()
+        assert writebehind.writes_behind()
+        memo = PlanMemo(Path({str(tmp_path)!r}))
+        plan = Plan(actions=[Action(id="policy:p", action="create", type="policy", name="p")], commit="c1")
+        access = [{{"subject": "ann", "dataset": "lake://ws/t", "change": "gain", "detail": "reads a"}}]
+        finish = memo.put_behind(("k", 1), plan)
+        assert finish is not None and writebehind.pending() == 1
+        finish(access)
+        writebehind.settle()
+        got = memo.get(("k", 1))
+        assert got["access"] == access and got["commit"] == "c1" and got["actions"][0]["id"] == "policy:p"
+        finish = memo.put_behind(("k", 2), plan)
+        finish(None)  # the access diff raised
+        writebehind.settle()
+        assert memo.get(("k", 2)) is None and memo.get(("k", 1)) is not None
+        print("ok")
+    """)
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and p.stdout.strip() == "ok", p.stderr
