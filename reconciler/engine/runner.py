@@ -128,7 +128,8 @@ class _Recorder:
     A finished job's findings (lineage, the tables it wrote into the catalog, quality results) are durable
     with its row as one JSON value; writing them out into their tables is ~10 statements for any number
     of jobs, so it happens once every FINDINGS_EVERY seconds of a long run and at the run's end (with its
-    `RunEnd`, in the recorder's last commit), not in every batch: a short run writes them out once. After a crash the next apply's run (or the abandoning of the old one) writes them out."""
+    `RunEnd`, in the recorder's last commit), not in every batch: a short run writes them out once. After a
+    crash the next apply's run (or the abandoning of the old one) writes them out."""
 
     LINGER = 0.1
     FINDINGS_EVERY = 2.0

@@ -139,24 +139,17 @@ def _register_lake(cur, ctx: JobContext, name: str, address: str, workspace: str
     except duckdb.CatalogException:
         raise DatasetError(f"dataset {address} does not exist (no workflow has written it yet?)") from None
     _on_release(cur, f"DROP VIEW IF EXISTS temp.main.{ident(name)}")
-    known = _run_row_counts(ctx).get(address)  # an upstream job of this run wrote it: its count is known
+    known = run_memo(ctx, "row_counts").get(address)  # an upstream job of this run wrote it: its count is known
     return known if known is not None else cur.execute(f"SELECT count(*) FROM {target}").fetchall()[0][0]
 
 
-def _run_row_counts(ctx: JobContext) -> dict[str, int]:
-    """The row counts of the lake tables this run's jobs wrote and of the depot files its jobs counted (the
-    runner's lake keeps them), else a throwaway dict."""
-    counts = getattr(ctx.lake, "row_counts", None)
-    return counts if isinstance(counts, dict) else {}
-
-
-def run_columns(ctx: JobContext) -> dict[str, list[tuple[str, str]]]:
-    """Columns the run already knows by dataset address: of the lake tables its jobs wrote, and of the depot
-    datasets a job described. For lineage only: a depot file another job rewrites during the run keeps the
-    columns first seen there (its row count, which a job reports, is keyed by the files' sizes and times).
-    A throwaway dict outside a run."""
-    known = getattr(ctx.lake, "columns", None)
-    return known if isinstance(known, dict) else {}
+def run_memo(ctx: JobContext, name: str) -> dict:
+    """One of what the run's lake remembers for its jobs (engine/runner.py RunLake): `row_counts` (lake tables
+    this run wrote, depot files a job counted, keyed by their sizes and times) or `columns` (lake tables this
+    run wrote, depot datasets a job described; for lineage only: a depot file another job rewrites during the
+    run keeps the columns first seen there). A throwaway dict outside a run."""
+    memo = getattr(ctx.lake, name, None)
+    return memo if isinstance(memo, dict) else {}
 
 
 def _resolve_path(ctx: JobContext, raw: str) -> Path:
@@ -188,7 +181,7 @@ def _read_file(cur, ctx: JobContext, name: str, address: str, spec: dict, datase
     stats = [p.stat() for p in files]
     # another job of this run counted these very files (same sizes and times): their count is known
     key = f"{address}\0" + ",".join(f"{s.st_size}:{s.st_mtime_ns}" for s in stats)
-    known = _run_row_counts(ctx)
+    known = run_memo(ctx, "row_counts")
     if key in known:
         return known[key]
     if fmt != "parquet" and sum(s.st_size for s in stats) > _COUNT_TEXT_BYTES:
@@ -535,8 +528,8 @@ def _write_error(exc: duckdb.Error, address: str, mode: str) -> Exception:
 
 
 def _written(ctx: JobContext, address: str, columns, total: int, written: int, mode: str) -> TableWritten:
-    _run_row_counts(ctx)[address] = total  # what a downstream job of the run reads needs no count(*)
-    run_columns(ctx)[address] = list(columns)  # nor a DESCRIBE for its lineage
+    run_memo(ctx, "row_counts")[address] = total  # what a downstream job of the run reads needs no count(*)
+    run_memo(ctx, "columns")[address] = list(columns)  # nor a DESCRIBE for its lineage
     result = TableWritten(address=address, columns=columns, row_count=total, mode=mode)
     result.rows_written = written  # type: ignore[attr-defined]  # not a field: the contract stays as it is
     return result

@@ -17,7 +17,7 @@ import duckdb
 from reconciler.core.resources import format_duration
 from reconciler.stacks.base import JobContext, JobResult
 from reconciler.stacks.datasets import (DatasetError, ident, parse_address, register_input, release_inputs,
-                                        run_columns, view_columns, write_output, written_rows)
+                                        run_memo, view_columns, write_output, written_rows)
 from reconciler.stacks.lineage import column_lineage
 
 _POLL = 0.05  # seconds between the watchdog's looks at the deadline and the cancel flag
@@ -261,7 +261,7 @@ class SqlStack:
             ctx.log(f"step {name}: ok")
 
         schemas = {}
-        known = run_columns(ctx)  # a table an upstream job wrote, a depot dataset another job described
+        known = run_memo(ctx, "columns")  # a table an upstream job wrote, a depot dataset another job described
         for name, address in inputs:
             columns = known.get(address)
             if columns is None:
