@@ -101,13 +101,9 @@ def write_behind(fn: Callable[[], object], in_line: bool = True) -> bool:
 def adopt(pid: int) -> None:
     """Wait for the forked child `pid` (which writes a cache) when this one-shot command ends, as for a
     write_behind child; outside one (writes_behind() is False) wait for it now."""
-    if writes_behind():
-        _children.append(pid)
-        return
-    try:
-        os.waitpid(pid, 0)
-    except ChildProcessError:
-        pass
+    _children.append(pid)
+    if not writes_behind():
+        settle()
 
 
 def pending() -> int:
