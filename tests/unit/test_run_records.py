@@ -129,8 +129,9 @@ def test_the_recorder_lingers_for_company_but_a_waiter_cuts_it_short(tmp_path, m
     monkeypatch.setattr(_Recorder, "LINGER", 3600.0)
     recorder = _Recorder(store)
     items = _items()
-    tickets = [recorder.submit(item) for item in items]
-    waiter = threading.Thread(target=recorder.wait, args=(tickets[2],), daemon=True)
+    for item in items:
+        recorder.submit(item)
+    waiter = threading.Thread(target=recorder.wait, daemon=True)
     waiter.start()
     waiter.join(timeout=60)
     assert not waiter.is_alive(), "wait() stayed behind the linger"
