@@ -6,21 +6,37 @@ sources ({env: VAR}); this is the second line of defence for anything else.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 SENSITIVE_KEY = re.compile(r"(pass(word|wd)?|secret|token|api[_-]?key|private[_-]?key|credential)s?$", re.I)
 REDACTED = "(sensitive value)"
 
 
 def redact(value, key: str | None = None):
+    """`value` with every literal under a sensitive key replaced; the parts where nothing was replaced are
+    returned as they are, not copied (a 10,000-resource plan's specs are millions of values)."""
     if isinstance(value, dict):
-        if set(value) <= {"secret", "workspace"} and "secret" in value:
+        if "secret" in value and set(value) <= {"secret", "workspace"}:
             return value  # a reference, not a value
-        return {k: redact(v, k) for k, v in value.items()}
+        out = None
+        for k, v in value.items():
+            r = redact(v, k)
+            if r is not v:
+                if out is None:
+                    out = dict(value)
+                out[k] = r
+        return value if out is None else out
     if isinstance(value, list):
-        return [redact(v, key) for v in value]
-    if key is not None and isinstance(value, (str, int, float)) and not isinstance(value, bool) and SENSITIVE_KEY.search(str(key)):
+        items = [redact(v, key) for v in value]
+        return value if all(a is b for a, b in zip(items, value)) else items
+    if key is not None and isinstance(value, (str, int, float)) and not isinstance(value, bool) and _sensitive(key):
         return REDACTED
     return value
+
+
+@lru_cache(maxsize=4096)
+def _sensitive(key) -> bool:
+    return SENSITIVE_KEY.search(str(key)) is not None
 
 
 def redact_path(path: str, value):
