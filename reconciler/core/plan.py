@@ -6,7 +6,6 @@ shape is documented in docs/plan-format.md (format_version 1).
 """
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 
 from reconciler.core.resource import Resource
@@ -109,7 +108,9 @@ class Plan:
                 "access": self.access}
 
     def dumps(self) -> str:
-        return json.dumps(self.to_json(), indent=2, sort_keys=False, default=str)
+        from reconciler.core.jsontext import dumps_indented
+
+        return dumps_indented(self.to_json())
 
     @classmethod
     def from_json(cls, d: dict) -> "Plan":

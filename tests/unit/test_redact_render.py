@@ -1,12 +1,12 @@
 """Secret-looking values never render (core/redact.py), and the indented JSON of `-o json` is the one
-json.dumps(indent=2, default=str) writes (cli/render.py dumps_indented)."""
+json.dumps(indent=2, default=str) writes (core/jsontext.py)."""
 import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
 
-from reconciler.cli.render import dumps_indented
+from reconciler.core.jsontext import dumps_indented
 from reconciler.core.redact import REDACTED, redact, redact_path
 
 
