@@ -567,9 +567,9 @@ class WorkflowRunner:
             column_tags = {o["dataset"]: o["column_tags"] for o in (job.get("spec") or {}).get("outputs") or []
                            if isinstance(o, dict) and o.get("column_tags") and o.get("dataset")}
             recorder.submit(JobFinish(run_id, workflow.id, name, result, attempts=attempt,
-                                               owner=workflow.spec.get("owner"), workspace=workflow.workspace,
-                                               tags=list(workflow.spec.get("tags") or []), column_tags=column_tags,
-                                               ended=datetime.now(timezone.utc).isoformat(timespec="milliseconds")))
+                                      owner=workflow.spec.get("owner"), workspace=workflow.workspace,
+                                      tags=list(workflow.spec.get("tags") or []), column_tags=column_tags,
+                                      ended=datetime.now(timezone.utc).isoformat(timespec="milliseconds")))
             return result
         finally:
             job_log.close()
