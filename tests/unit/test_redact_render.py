@@ -56,3 +56,15 @@ def test_indented_json_is_what_json_dumps_writes():
 def test_what_orjson_cannot_write_still_writes():
     data = {"big": 2 ** 70, "small": -1}
     assert json.loads(dumps_indented(data)) == data
+
+
+def test_yaml_output_through_libyaml_is_safe_dumps_text():
+    """`get -o yaml` writes with libyaml's emitter (cli/getters.py _dump): the same text as yaml.safe_dump,
+    quoting YAML 1.1's look-alikes ('0755', 'yes') so that what is read back is what was shown."""
+    import yaml
+
+    data = [{"name": "caf\u00e9", "n": "0755", "b": "yes", "x": None, "l": ["a", {"k": "line1\nline2"}],
+             "long": "word " * 40, "e": "", "num": 1.5e-07, "t": True}]
+    fast = yaml.dump(data, Dumper=yaml.CSafeDumper, sort_keys=False, default_flow_style=False)
+    assert fast == yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
+    assert yaml.safe_load(fast) == data
