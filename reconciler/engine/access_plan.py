@@ -234,12 +234,13 @@ def _known_datasets(records, desired, state_dir, select) -> tuple[list[DatasetIn
     with _catalog(state_dir) as catalog:
         rows = {r["address"]: r for r in (catalog.datasets() if catalog is not None else ())}
         keep = select(sorted(rows.keys() | planned.keys())) if select else rows.keys() | planned.keys()
+        catalogued = catalog.columns_of(a for a in keep if a in rows) if catalog is not None else {}
         found: dict[str, DatasetInfo] = {}
         for address in sorted(keep):
             row = rows.get(address)
             if row is not None:
                 owner = owner_of(row.get("owner_resource") or "") or row.get("owner")
-                columns = {c["name"]: list(c.get("tags") or ()) for c in catalog.columns(address)}
+                columns = {c["name"]: list(c.get("tags") or ()) for c in catalogued.get(address, ())}
                 found[address] = DatasetInfo(address, owner, columns)
             else:
                 found[address] = DatasetInfo(address, *planned[address])

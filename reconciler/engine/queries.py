@@ -115,8 +115,9 @@ def catalog(store, name: str | None = None, workspace: str | None = None) -> tup
         datasets = [d for d in datasets if d["address"] == name or d["address"].endswith("/" + name)]
         if not datasets:
             raise UserError(f"no dataset '{name}' in the catalog of {store.state_dir}")
+    columns = store.catalog.columns_of(d["address"] for d in datasets)
     for d in datasets:
-        d["columns"] = store.catalog.columns(d["address"])
+        d["columns"] = columns.get(d["address"], [])
     if name and len(datasets) == 1:
         dataset_details(store, datasets[0])
     products = store.catalog.dataproducts() if not name else []

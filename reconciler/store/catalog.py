@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterable
 
 from reconciler.store.bulk import insert_rows
 
@@ -93,6 +93,17 @@ class Catalog:
     def all_columns(self, address: str | None = None) -> dict[str, list[dict]]:
         """Columns by dataset address, in order: every dataset's in one query (or one dataset's)."""
         where, params = ("WHERE address = ? ", [address]) if address is not None else ("", [])
+        return self._columns_where(where, params)
+
+    def columns_of(self, addresses: Iterable[str]) -> dict[str, list[dict]]:
+        """Columns of these datasets by address, in order, in one query (a query per dataset costs ~1-2 ms:
+        `get catalog` of 2,000 datasets took 3.5 s that way)."""
+        wanted = sorted(set(addresses))
+        if not wanted:
+            return {}
+        return self._columns_where("WHERE address IN (SELECT unnest(?::VARCHAR[])) ", [wanted])
+
+    def _columns_where(self, where: str, params: list) -> dict[str, list[dict]]:
         with self._store._lock:
             rows = self._store._conn.execute(
                 f"SELECT address, name, type, ordinal, tags FROM columns {where}ORDER BY address, ordinal",

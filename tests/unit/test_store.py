@@ -397,6 +397,19 @@ def test_replace_owner_datasets_replaces_exactly_what_the_owner_had(store):
     assert cat.columns("depot://raw/a") == []
 
 
+def test_columns_of_many_datasets_in_one_query_agree_with_one_at_a_time(store):
+    cat = store.catalog
+    cat.replace_owner_datasets("depot:raw", [dataset("depot://raw/a", "id", "card", "amount"),
+                                             dataset("depot://raw/b", "x"), dataset("depot://raw/c")])
+    cat.replace_owner_datasets("workflow:w/daily", [dataset("lake://w/t", "z", "y", workspace="w", kind="lake")])
+    wanted = ["lake://w/t", "depot://raw/a", "depot://raw/c", "depot://raw/missing", "depot://raw/a"]
+    got = cat.columns_of(iter(wanted))
+    assert got == {a: cat.columns(a) for a in ("depot://raw/a", "lake://w/t")}  # none for no columns
+    assert [c["name"] for c in got["lake://w/t"]] == ["z", "y"]  # in their order, not by name
+    assert got["depot://raw/a"][1]["tags"] == ["pii"]
+    assert cat.columns_of([]) == {} and cat.columns_of(["depot://raw/missing"]) == {}
+
+
 def test_an_address_moves_to_its_new_owner(store):
     cat = store.catalog
     cat.replace_owner_datasets("workflow:w/one", [dataset("lake://w/t", "a")])
