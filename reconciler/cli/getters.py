@@ -82,8 +82,8 @@ def get_resources(state_dir: Path, kind: str | None, name: str | None, workspace
     if name is not None and not rows:
         where = f" in workspace '{workspace}'" if workspace else ""
         raise UserError(f"no {type_ or 'resource'} named '{name}'{where} is recorded in {state_dir}")
-    data = [_record_json(r) for r in rows]
     if output in ("json", "yaml"):
+        data = [_record_json(r) for r in rows]
         _dump(data[0] if name is not None and len(data) == 1 else data, output)
     else:
         from reconciler.cli.render import table
@@ -92,10 +92,10 @@ def get_resources(state_dir: Path, kind: str | None, name: str | None, workspace
         body = [[r.type, r.name, r.workspace or "-", r.phase, HEALTH.get(r.phase, "Unknown"),
                  (r.commit or "worktree")[:8] if r.hash else "-", age(r.applied_at or r.updated_at),
                  (r.message or "")[:80]] for r in rows]
-        if type_ == "workflow":  # when the schedule fires next
+        if type_ == "workflow":  # when the schedule fires next (the table needs no specs otherwise)
             cols.insert(7, "NEXT RUN")
-            for row, d in zip(body, data):
-                row.insert(7, d.get("next_run") or "-")
+            for row, r in zip(body, rows):
+                row.insert(7, _record_json(r).get("next_run") or "-")
         table(_out(), cols, body,
               empty=f"No resources recorded in {state_dir}." + ("" if records else " Run `reconciler apply` first."))
     return 0
