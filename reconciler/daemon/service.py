@@ -368,7 +368,7 @@ class Daemon:
         """Observe what was applied; report drift on the resources (message, STATUS.md, metric) and, with
         self_heal, mark them Pending so that the next plan applies them again."""
         from reconciler.engine.applier import _record_as_resource
-        from reconciler.engine.drift import detect
+        from reconciler.engine.drift import LakeLook, detect
         from reconciler.providers.base import ApplyContext
         from reconciler.store.state import StateStore
 
@@ -380,12 +380,14 @@ class Daemon:
             if not self._drift_queue:  # a new pass over everything applied
                 self._drift_queue = sorted(rid for rid, r in records.items() if r.type in ("depot", "workflow"))
                 self._drift_found = {}
-            # a slice of the pass per cycle (introspecting thousands of depots takes minutes)
+            # a slice of the pass per cycle (introspecting thousands of depots takes minutes), on one lake
+            # connection (released between slices: the query API's readers of the lake go on meanwhile)
             deadline = time.monotonic() + DRIFT_SLICE_SECONDS
-            while self._drift_queue and time.monotonic() < deadline:
-                rid = self._drift_queue.pop()
-                if rid in records:
-                    self._drift_found.update(detect(ctx, {rid: records[rid]}))
+            with LakeLook(ctx.lake_path) as look:
+                while self._drift_queue and time.monotonic() < deadline:
+                    rid = self._drift_queue.pop()
+                    if rid in records:
+                        self._drift_found.update(detect(ctx, {rid: records[rid]}, look))
             if self._drift_queue:
                 self.trigger("drift check continues")
                 return {}  # nothing new to report or heal until the pass is complete
