@@ -108,10 +108,14 @@ def read_file_depot(ctx: ApplyContext, depot: str, spec: dict) -> list[Found]:
     if not root.exists():
         raise DepotError(f"folder {raw} does not exist (looked in {root})")
     wanted = spec.get("format")
+    listed = set(spec.get("datasets") or ())  # only these are read (introspect keeps only these)
     found = []
     conn = duckdb.connect()
     try:
         for name, fmt, files in _file_candidates(root, raw, wanted):
+            if listed and name not in listed:  # named, for introspect's message when a listed one is missing
+                found.append(Found(name, fmt, str(files[0]), None))
+                continue
             paths = "[" + ", ".join(_literal(str(p)) for p in files) + "]"
             source = f"{READERS[fmt]}({paths})"
             shown = f"{raw}/{files[0].relative_to(root)}" if root.is_dir() else raw

@@ -189,6 +189,12 @@ def test_file_depot_names_what_is_wrong(ctx, repo):
     (repo / "data" / "tx" / "broken.parquet").write_text("not parquet")
     outcome = apply(ctx, resource("depot", "x", {"kind": "file", "path": "data/tx"}))
     assert outcome.message.startswith("depot 'x': cannot read data/tx/broken.parquet as parquet: ")
+    # a depot that lists its datasets reads only those: a broken file beside them is not its concern
+    outcome = apply(ctx, resource("depot", "x", {"kind": "file", "path": "data/tx", "datasets": ["merchants"]}))
+    assert outcome.ok, outcome.message
+    assert [d["address"] for d in ctx.store.catalog.datasets(owner="depot:x")] == ["depot://x/merchants"]
+    outcome = apply(ctx, resource("depot", "x", {"kind": "file", "path": "data/tx", "datasets": ["nope"]}))
+    assert "(found: amounts, broken, events, merchants, transactions)" in outcome.message
 
 
 # ---- depot: duckdb and sqlite ----------------------------------------------------------------
