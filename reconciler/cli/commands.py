@@ -179,8 +179,11 @@ def apply(planfile, repo, ref, state_dir, paths, auto_approve, allow_prune, max_
         if answer.strip() != "yes":
             out.line("Apply cancelled; nothing was changed.")
             return 1
+    from reconciler.store import lakegate
+
     progress = _Progress(out, the_plan, enabled=not quiet)
-    with progress:
+    # the workflows it runs share one lake connection, closed when the apply ends (store/lakegate.py)
+    with progress, lakegate.held_between_writes(Path(target.state_dir) / "lake.duckdb"):
         result = operations.apply(target, the_plan, parallelism=parallelism, on_event=progress.event, saved=saved,
                                   allow_prune=allow_prune)
     if quiet:

@@ -46,3 +46,25 @@ def test_without_keeping_a_write_connection_closes_on_its_own_thread_and_opens_c
     lakegate.open_ahead(lake)
     lakegate.drop_held(lake)  # unused: a reader closes it
     duckdb.connect(str(lake), read_only=True).close()
+
+
+def test_held_between_writes_reuses_one_connection_and_closes_it_at_the_end(tmp_path):
+    """A CLI apply's workflow runs share one lake connection (cli/commands.py apply); one asked for by
+    another process is given up at the end of the write in hand, not held."""
+    lake = tmp_path / "lake.duckdb"
+    with lakegate.held_between_writes(lake):
+        first = lakegate.connect_for_writing(lake)
+        first.execute("CREATE TABLE t AS SELECT 1 AS x")
+        lakegate.release(lake, first)
+        second = lakegate.connect_for_writing(lake)
+        assert second is first  # no close and open between two runs
+        lakegate.ask_release(lake)  # a `reconciler query` in another process wants the file
+        lakegate.release(lake, second)  # so it is closed, not held
+        assert not (tmp_path / "lake.duckdb.wanted").exists()
+        third = lakegate.connect_for_writing(lake)
+        assert third is not first
+        lakegate.release(lake, third)  # held again: nobody asks now
+        assert lakegate.connect_for_writing(lake) is third
+        lakegate.release(lake, third)
+    assert lakegate._keep_seconds == 0  # as before the block
+    duckdb.connect(str(lake), read_only=True).close()  # closed for real at the end: another open works
