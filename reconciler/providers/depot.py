@@ -9,6 +9,7 @@ the catalog.
 from __future__ import annotations
 
 import sqlite3
+import threading
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,6 +103,19 @@ def _file_candidates(root: Path, raw: str, wanted_format: str | None) -> list[tu
     return [(name, fmt, files) for name, (fmt, files) in found.items()]
 
 
+_SCRATCH = None  # an in-memory DuckDB for reading files: opening and closing one cost ~21 ms a depot
+_SCRATCH_LOCK = threading.Lock()
+
+
+def _scratch_cursor():
+    """A cursor (a connection of its own, for this thread) on the process's in-memory DuckDB."""
+    global _SCRATCH
+    with _SCRATCH_LOCK:
+        if _SCRATCH is None:
+            _SCRATCH = duckdb.connect()
+        return _SCRATCH.cursor()
+
+
 def read_file_depot(ctx: ApplyContext, depot: str, spec: dict) -> list[Found]:
     raw = spec.get("path") or "."
     root = resolve_path(ctx, raw)
@@ -110,7 +124,7 @@ def read_file_depot(ctx: ApplyContext, depot: str, spec: dict) -> list[Found]:
     wanted = spec.get("format")
     listed = set(spec.get("datasets") or ())  # only these are read (introspect keeps only these)
     found = []
-    conn = duckdb.connect()
+    conn = _scratch_cursor()
     try:
         for name, fmt, files in _file_candidates(root, raw, wanted):
             if listed and name not in listed:  # named, for introspect's message when a listed one is missing
