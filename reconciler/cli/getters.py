@@ -93,9 +93,11 @@ def get_resources(state_dir: Path, kind: str | None, name: str | None, workspace
                  (r.commit or "worktree")[:8] if r.hash else "-", age(r.applied_at or r.updated_at),
                  (r.message or "")[:80]] for r in rows]
         if type_ == "workflow":  # when the schedule fires next (the table needs no specs otherwise)
+            from reconciler.providers.workflow import next_fire
+
             cols.insert(7, "NEXT RUN")
             for row, r in zip(body, rows):
-                row.insert(7, _record_json(r).get("next_run") or "-")
+                row.insert(7, (next_fire(r.spec) if r.spec else None) or "-")
         table(_out(), cols, body,
               empty=f"No resources recorded in {state_dir}." + ("" if records else " Run `reconciler apply` first."))
     return 0

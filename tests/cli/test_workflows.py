@@ -82,6 +82,8 @@ def test_sample_repo_workflow_runs_end_to_end(sample_repo, state_dir):
     assert r.code == 0 and "succeeded" in r.out, r
     wf = run_cli("get", "workflow", "transactions-daily", "-w", "payments", "--state-dir", state_dir, "-o", "json").json
     assert wf["next_run"] and wf["next_run"].endswith("02:00:00+00:00")
+    table = run_cli("get", "workflow", "--state-dir", state_dir).out  # the table's NEXT RUN column, the same time
+    assert "NEXT RUN" in table and wf["next_run"] in table
     # the same commit again runs nothing; `reconciler run` runs by hand
     assert apply(sample_repo, state_dir, env=SAMPLE_ENV).code == 0
     assert len(runs(state_dir, "transactions-daily")) == 1
