@@ -134,10 +134,7 @@ def release(path, conn, hold: bool = True) -> None:
             if not _wanted(key):
                 _held[key] = (conn, time.monotonic() + _keep_seconds)
                 return
-            try:  # another process asked for the file: it gets it now (it asks again if it is still busy)
-                Path(key + ".wanted").unlink()
-            except OSError:
-                pass
+            _clear_wanted(key)  # another process asked for the file: it gets it now (it asks again if still busy)
         _closing[key] = _closing.get(key, 0) + 1
 
     def close() -> None:
@@ -244,14 +241,19 @@ def _drop_held(key: str) -> None:
             held[0].close()
         except Exception:  # closing a connection that failed is closing it
             pass
-    try:
-        Path(key + ".wanted").unlink()
-    except OSError:
-        pass
+    _clear_wanted(key)
 
 
 def _wanted(key: str) -> bool:
     return Path(key + ".wanted").exists()
+
+
+def _clear_wanted(key: str) -> None:
+    """The request of another process (ask_release) is answered."""
+    try:
+        Path(key + ".wanted").unlink()
+    except OSError:
+        pass
 
 
 def ask_release(path) -> None:
