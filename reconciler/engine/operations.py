@@ -202,10 +202,6 @@ def base_records(target: Target, base_ref: str) -> dict[str, Record]:
             for rid, r in base.resolution.resources.items()}
 
 
-# changed actions (each carrying its spec) from which a plan's memo is marshalled by a forked child
-MEMO_BEHIND_FROM = 1000
-
-
 def make_plan(target: Target, *, base: str | None = None, max_prune: int = 10, allow_prune: bool = False):
     """The plan for `target` against the recorded state (or against `base` for previews),
     with the diagnostics of loading it. Memoised: see store/planmemo.py."""
@@ -245,21 +241,10 @@ def make_plan(target: Target, *, base: str | None = None, max_prune: int = 10, a
     plan = plan_(desired.resolution, records, commit=source.commit, source=source_label(target),
                  serial=serial, max_prune=max_prune, allow_prune=allow_prune, created_at=now_iso())
     plan.base = base
-    # a large plan that touches policies marshals its memo on the other core while its access diff is made
-    # (only with every spec in memory: a forked child must not read the document cache's connection)
-    changed = [a for a in plan.actions if a.changes_state]
-    overlap = (len(changed) >= MEMO_BEHIND_FROM and any(a.type == "policy" for a in changed)
-               and all(a.resource is None or a.resource.spec_in_memory for a in plan.actions))
-    finish_memo = memo.put_behind(key, plan) if overlap else None
-    if finish_memo is None:
-        plan.access = _access(plan, records, desired.resolution, target)
-        memo.put(key, plan.to_json())
-    else:
-        access = None
-        try:
-            plan.access = access = _access(plan, records, desired.resolution, target)
-        finally:
-            finish_memo(access)  # also on an error: the child waits for it, and the command's end for the child
+    plan.access = _access(plan, records, desired.resolution, target)
+    # written after the command has answered (store/writebehind.py); a spec not in memory yet is read
+    # now, though: the writer is a forked child, and a database connection must not cross a fork
+    memo.put_later(key, plan, ready=all(a.resource is None or a.resource.spec_in_memory for a in plan.actions))
     if not base:
         plan.origin = (desired.resolution, options, warm)
     return plan, desired.diagnostics

@@ -101,9 +101,9 @@ class WarmPlanner:
         if key is None:
             return False
         if writes_behind():
-            # a one-shot command (validate, plan): the snapshot is written by a child while this one plans
+            # a one-shot command (validate, plan): the snapshot is written by a child once it has answered
             cache, commit, resolver = self.cache.split_off(), self.source.commit, self.resolver
-            write_behind(lambda: self._write_snapshot(cache, key, commit, resolver))
+            write_behind(lambda: self._write_snapshot(cache, key, commit, resolver), cache.path.parent)
             written = True  # handed over: a child that fails only costs the next process a full resolve
         else:
             written = self._write_snapshot(self.cache, key, self.source.commit, self.resolver)

@@ -97,6 +97,9 @@ class DocCache:
         return self._conn
 
     def _connect(self, create: bool) -> sqlite3.Connection | None:
+        from reconciler.store.writebehind import wait_for_writers
+
+        wait_for_writers(self.path.parent)  # an earlier command's caches, whole (store/writebehind.py)
         try:
             conn = sqlite3.connect(str(self.path), timeout=2.0, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
@@ -261,15 +264,15 @@ class DocCache:
     def save(self, behind: bool = False) -> bool:
         """Write what was put since the last save; True when written. A cache that cannot be written
         (read-only or full disk, locked by another process for too long) is skipped, not an error.
-        `behind=True`: in a one-shot command, written by a forked child while this process goes on
-        (store/writebehind.py); True then means handed over."""
+        `behind=True`: in a one-shot command, written by a child after the command (store/writebehind.py);
+        True then means handed over."""
         if not self.dirty:
             return False
         if behind:
             from reconciler.store.writebehind import write_behind, writes_behind
 
             if writes_behind():
-                write_behind(self.split_off().save)
+                write_behind(self.split_off().save, self.path.parent)
                 return True
         docs = [(k, marshal.dumps(v)) for k, v in self._new_docs.items()]
         validated = [(k, marshal.dumps(v)) for k, v in self._new_validated.items()]
@@ -312,8 +315,10 @@ class DocCache:
     def _write(self, body) -> bool:
         conn = self._conn if self._opened and self._conn is not None else None
         if conn is None:
-            try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
+            from reconciler.store.writebehind import detached
+
+            try:  # a detached writer's state dir may have been removed: it does not make it again
+                self.path.parent.mkdir(parents=not detached(), exist_ok=True)
             except OSError:
                 return False
             conn = self._conn = self._connect(create=True)

@@ -11,10 +11,8 @@ from __future__ import annotations
 import hashlib
 import os
 import marshal
-import struct
 import tempfile
 from pathlib import Path
-from typing import Callable
 
 from reconciler.store.cacheformat import FORMAT
 
@@ -52,12 +50,15 @@ class PlanMemo:
     def get(self, key) -> dict | None:
         if key is None:
             return None
+        from reconciler.store.writebehind import wait_for_writers
+
+        wait_for_writers(self.dir.parent)  # a memo an earlier command is still writing, whole
         try:
             with open(self._file(key), "rb") as f:
                 stored_key, value = marshal.load(f)
                 if stored_key != key:
                     return None
-                value["access"] = marshal.load(f)  # a second record: see put_behind
+                value["access"] = marshal.load(f)  # a second record (see put)
         except Exception:  # absent, unreadable or cut short: only a cache
             return None
         return value
@@ -73,54 +74,26 @@ class PlanMemo:
             return
         self._write(key, data)
 
-    def put_behind(self, key, plan) -> "Callable[[list | None], None] | None":
-        """The memo of `plan`, whose access diff is still to come, written by a forked child that marshals
-        the plan while this process computes the access. Call the returned function once, with the access,
-        or with None when making it failed: the child waits for it, and the command's end for the child.
-        None (nothing started) where no child can be forked: then `put` the whole plan afterwards.
+    def put_later(self, key, plan, ready: bool = True) -> None:
+        """`put` the memo of `plan` (its access diff made): in a one-shot command, written by a child after
+        the command has answered (store/writebehind.py); elsewhere now. A cold plan of 10,000 resources
+        marshals a ~10 MB memo (~0.1 s) that only a later process reads. `ready=False`: some of the plan's
+        specs are still to be read from a database, so the plan becomes plain data here first."""
+        from reconciler.store.writebehind import write_behind
 
-        A cold plan of 10,000 resources marshalled its ~10 MB memo (~0.1 s) after its access diff
-        (~0.15 s), both on one core while the other idled. The child only reads the plan; the access
-        reaches it through a pipe as one more marshalled record, and the file is written only once that
-        record is whole."""
-        from reconciler.store.writebehind import write_behind, writes_behind
-
-        if key is None or not writes_behind():
-            return None
-        read_end, write_end = os.pipe()
-
-        def child() -> None:
-            os.close(write_end)
+        if key is None:
+            return
+        if ready:
+            write_behind(lambda: self.put(key, plan.to_json()), self.dir.parent)
+        else:
             value = plan.to_json()
-            value.pop("access", None)
-            head = marshal.dumps((key, value))
-            with os.fdopen(read_end, "rb") as pipe:
-                size = struct.unpack("<Q", pipe.read(8))[0]  # raises on a parent that sent nothing
-                access = pipe.read(size)
-            marshal.loads(access)  # raises on a record cut short: then no memo
-            self._write(key, head + access)
-
-        if not write_behind(child, in_line=False):
-            os.close(read_end)
-            os.close(write_end)
-            return None
-        os.close(read_end)
-
-        def finish(access: list | None) -> None:
-            """The access diff to the child; None: there is none (its making failed), so no memo."""
-            try:
-                with os.fdopen(write_end, "wb") as pipe:
-                    if access is not None:
-                        data = marshal.dumps(access)
-                        pipe.write(struct.pack("<Q", len(data)) + data)
-            except (OSError, ValueError):  # the child is gone, or the access marshal cannot write: no memo
-                pass
-
-        return finish
+            write_behind(lambda: self.put(key, value), self.dir.parent)
 
     def _write(self, key, data: bytes) -> None:
         try:
-            self.dir.mkdir(parents=True, exist_ok=True)
+            from reconciler.store.writebehind import detached
+
+            self.dir.mkdir(parents=not detached(), exist_ok=True)  # not again under a removed state dir
             fd, tmp = tempfile.mkstemp(prefix=".plan-", dir=self.dir)
             with os.fdopen(fd, "wb") as f:
                 f.write(data)

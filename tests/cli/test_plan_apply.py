@@ -343,15 +343,13 @@ def test_plan_leaves_its_caches_written_when_it_exits(git_repo, state_dir):
 
 
 def test_a_large_plan_is_memoised_with_its_access_diff(tmp_path):
-    """A plan of many resources that touches policies has its memo marshalled by a forked child while the
-    access diff is made (engine/operations.py, store/planmemo.py): the memo holds the whole plan, access
-    included, and the next plan of the same commit and state answers from it with the same JSON."""
+    """A one-shot plan's memo is written by a detached child after the command has answered
+    (store/writebehind.py, store/planmemo.py): the memo holds the whole plan, access included, and the
+    next plan of the same commit and state, started at once, waits for it and answers from it."""
     import importlib.util
     import json
     import marshal
     from pathlib import Path
-
-    from reconciler.engine.operations import MEMO_BEHIND_FROM
 
     root = Path(__file__).resolve().parents[2]
     spec = importlib.util.spec_from_file_location("bench_gen_repo", root / "bench" / "gen_repo.py")
@@ -359,7 +357,8 @@ def test_a_large_plan_is_memoised_with_its_access_diff(tmp_path):
     sys.modules[spec.name] = gen_repo  # its dataclasses look their module up
     spec.loader.exec_module(gen_repo)
     repo, state = tmp_path / "repo", tmp_path / "state"
-    gen_repo.generate(repo, MEMO_BEHIND_FROM + 100, 20)
+    size = 1600  # enough files for the cold load's worker too (engine/coldload.py MIN_FILES)
+    gen_repo.generate(repo, size, 20)
     outs = []
     for _ in range(2):
         r = run_cli("plan", "--repo", repo, "--state-dir", state, "-o", "json")
@@ -367,9 +366,9 @@ def test_a_large_plan_is_memoised_with_its_access_diff(tmp_path):
         plan = json.loads(r.out)
         plan.pop("created_at")
         outs.append(plan)
-    assert outs[0] == outs[1] and len(outs[0]["actions"]) == MEMO_BEHIND_FROM + 100 and outs[0]["access"]
+    assert outs[0] == outs[1] and len(outs[0]["actions"]) == size and outs[0]["access"]
     [memo] = (state / "cache" / "plans").glob("*.plan")
     with open(memo, "rb") as f:
         _, body = marshal.load(f)
         access = marshal.load(f)
-    assert access == outs[0]["access"] and len(body["actions"]) == MEMO_BEHIND_FROM + 100
+    assert access == outs[0]["access"] and len(body["actions"]) == size

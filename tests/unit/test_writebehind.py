@@ -1,5 +1,8 @@
 """Write-behind children of one-shot commands: their writes are on disk once the command has ended."""
 import os
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 
@@ -20,34 +23,35 @@ def one_shot(monkeypatch):
 needs_fork = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 
 
-@needs_fork
-def test_a_write_behind_is_on_disk_once_settled(one_shot, tmp_path):
+@pytest.fixture
+def queues(one_shot, monkeypatch):
+    """Writes are queued (settle() runs them here: nothing forks), also when earlier tests left a thread."""
+    monkeypatch.setattr(writebehind, "can_fork", lambda: True)
+
+
+def test_a_queued_write_is_on_disk_once_settled(queues, tmp_path):
     target = tmp_path / "out.txt"
-
-    def slow_write():
-        time.sleep(0.3)  # not a timing assertion: without the wait in settle() the file would not be there yet
-        target.write_text("written by the child")
-
-    forked = writebehind.write_behind(slow_write)
-    assert forked == writebehind.can_fork()
+    assert writebehind.write_behind(lambda: target.write_text("written later"), tmp_path)
+    assert not target.exists() and writebehind.pending() == 1
     writebehind.settle()
-    assert target.read_text() == "written by the child"
+    assert target.read_text() == "written later"
     assert writebehind.pending() == 0
 
 
-@needs_fork
-def test_a_failing_child_loses_only_its_write(one_shot, tmp_path):
+def test_a_failing_write_loses_only_itself(queues, tmp_path):
     def fails():
         raise RuntimeError("disk full")
 
-    if writebehind.can_fork():
-        assert writebehind.write_behind(fails)
+    target = tmp_path / "out.txt"
+    writebehind.write_behind(fails, tmp_path)
+    writebehind.write_behind(lambda: target.write_text("still written"), tmp_path)
     writebehind.settle()  # no exception reaches the command
+    assert target.read_text() == "still written"
 
 
 def test_outside_a_one_shot_command_it_writes_in_line(tmp_path):
     target = tmp_path / "out.txt"
-    assert not writebehind.write_behind(lambda: target.write_text("here"))
+    assert not writebehind.write_behind(lambda: target.write_text("here"), tmp_path)
     assert target.read_text() == "here"
 
 
@@ -57,7 +61,7 @@ def test_with_another_thread_running_it_writes_in_line(one_shot, tmp_path):
     thread.start()
     try:
         target = tmp_path / "out.txt"
-        assert not writebehind.write_behind(lambda: target.write_text("here"))
+        assert not writebehind.write_behind(lambda: target.write_text("here"), tmp_path)
         assert target.read_text() == "here"
     finally:
         stop.set()
@@ -67,12 +71,11 @@ def test_with_another_thread_running_it_writes_in_line(one_shot, tmp_path):
 def test_turned_off_by_the_environment(one_shot, tmp_path, monkeypatch):
     monkeypatch.setenv("RECONCILER_NO_FORK", "1")
     target = tmp_path / "out.txt"
-    assert not writebehind.write_behind(lambda: target.write_text("here"))
+    assert not writebehind.write_behind(lambda: target.write_text("here"), tmp_path)
     assert target.read_text() == "here"
 
 
-@needs_fork
-def test_a_document_cache_saved_behind_is_complete_after_settle(one_shot, tmp_path):
+def test_a_document_cache_saved_behind_is_complete_after_settle(queues, tmp_path):
     cache = DocCache(tmp_path)
     entries = {f"blob{i}": (f"f{i}.yaml", (), ()) for i in range(200)}
     for blob, entry in entries.items():
@@ -94,37 +97,71 @@ def test_retain_keeps_objects_only_in_a_one_shot_command(monkeypatch):
     assert writebehind._retained == ["kept"]
 
 
-@needs_fork
-def test_a_plan_memo_written_behind_holds_the_access_or_nothing(tmp_path):
-    """PlanMemo.put_behind: the child marshals the plan, the access arrives later through a pipe; no access
-    (its making failed) means no memo, and the command's end does not hang on the waiting child. Run in a
-    fresh process: this one may have threads of earlier tests, and then nothing forks."""
-    import subprocess
-    import sys
-    import textwrap
-
+def _finish_with(tmp_path, writes: str) -> subprocess.CompletedProcess:
+    """A fresh one-shot process (this one may have threads of earlier tests, and then nothing forks) that
+    queues `writes` (code using `cache`, `go` and `Path`), prints, and ends with finish() as the CLI does."""
     code = textwrap.dedent(f"""
+        import time
         from pathlib import Path
-        from reconciler.core.plan import Action, Plan
         from reconciler.store import writebehind
-        from reconciler.store.planmemo import PlanMemo
+
+        def wait_for(path):  # the test says when: no timing in the test
+            deadline = time.monotonic() + 60
+            while not path.exists() and time.monotonic() < deadline:
+                time.sleep(0.01)
 
         writebehind.one_shot()
         assert writebehind.writes_behind()
-        memo = PlanMemo(Path({str(tmp_path)!r}))
-        plan = Plan(actions=[Action(id="policy:p", action="create", type="policy", name="p")], commit="c1")
-        access = [{{"subject": "ann", "dataset": "lake://ws/t", "change": "gain", "detail": "reads a"}}]
-        finish = memo.put_behind(("k", 1), plan)
-        assert finish is not None and writebehind.pending() == 1
-        finish(access)
-        writebehind.settle()
-        got = memo.get(("k", 1))
-        assert got["access"] == access and got["commit"] == "c1" and got["actions"][0]["id"] == "policy:p"
-        finish = memo.put_behind(("k", 2), plan)
-        finish(None)  # the access diff raised
-        writebehind.settle()
-        assert memo.get(("k", 2)) is None and memo.get(("k", 1)) is not None
-        print("ok")
+        cache, go = Path({str(tmp_path / "state" / "cache")!r}), Path({str(tmp_path / "go")!r})
+        cache.mkdir(parents=True, exist_ok=True)
+    """) + textwrap.dedent(writes) + textwrap.dedent("""
+        print("answered", flush=True)
+        writebehind.finish(0)
     """)
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert p.returncode == 0 and p.stdout.strip() == "ok", p.stderr
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+
+
+@needs_fork
+def test_finish_leaves_before_its_writes_and_the_next_reader_waits_for_them(tmp_path):
+    """finish() hands the queued writes to a detached child: the command's output pipe closes at once (the
+    child holds none of it), and wait_for_writers, which every cache reader calls first, returns only once
+    the child has written."""
+    p = _finish_with(tmp_path, """
+        writebehind.write_behind(lambda: (wait_for(go), (cache / "memo").write_text("whole")), cache)
+    """)
+    assert p.returncode == 0 and p.stdout == "answered\n", p.stderr
+    memo = tmp_path / "state" / "cache" / "memo"
+    assert not memo.exists()  # the child waits for `go`, and the command has answered already
+    (tmp_path / "go").touch()
+    writebehind._waited.discard(str(memo.parent))
+    writebehind.wait_for_writers(memo.parent)
+    assert memo.read_text() == "whole"
+
+
+@needs_fork
+def test_a_writer_whose_state_dir_was_removed_writes_nothing_there(tmp_path):
+    """`rm -rf STATE` while the writer waits: it must not make the directory again (a next command would
+    find caches in what its user removed), nor write into a new one made meanwhile."""
+    import shutil
+
+    done = tmp_path / "elsewhere"
+    done.mkdir()
+    p = _finish_with(tmp_path, f"""
+        from reconciler.store.doccache import DocCache
+        from reconciler.store.planmemo import PlanMemo
+
+        docs = DocCache(cache.parent)
+        docs.put_entry("blob1", ("f.yaml", (), ()))
+        writebehind.write_behind(lambda: wait_for(go), cache)
+        writebehind.write_behind(docs.split_off().save, cache)
+        writebehind.write_behind(lambda: PlanMemo(cache.parent).put(("k", 1), {{"actions": []}}), cache)
+        writebehind.write_behind(lambda: (Path({str(done)!r}) / "done").touch(), Path({str(done)!r}))
+    """)
+    assert p.returncode == 0, p.stderr
+    shutil.rmtree(tmp_path / "state")
+    (tmp_path / "go").touch()
+    deadline = time.monotonic() + 60
+    while not (done / "done").exists() and time.monotonic() < deadline:  # the writer's last write
+        time.sleep(0.01)
+    assert (done / "done").exists()
+    assert not (tmp_path / "state").exists()
