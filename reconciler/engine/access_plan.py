@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
@@ -125,7 +126,7 @@ def plan_access(plan: Plan, records: dict[str, "Record"], desired: dict[str, "Re
         key = (tuple(p.name for p in before.get(a, ())), tuple(p.name for p in after.get(a, ())), ds.owner,
                tuple((c, tuple(t)) for c, t in ds.columns.items()), a in planned)
         groups.setdefault(key, []).append(ds)
-    out = []
+    rows: list[tuple[str, str, str, str]] = []  # (dataset, subject, change, detail)
     for group in groups.values():
         first = group[0].address
         here = touching.get(first, ())
@@ -145,10 +146,9 @@ def plan_access(plan: Plan, records: dict[str, "Record"], desired: dict[str, "Re
             detail = c.detail
             if c.change == "gain" and first in planned:
                 detail = _uncatalogued(detail, group[0], now, by_name[c.subject])
-            out += [{"subject": c.subject, "dataset": ds.address, "change": c.change, "detail": detail}
-                    for ds in group]
-    out.sort(key=lambda c: (c["dataset"], c["subject"], c["change"]))
-    return out
+            rows += [(ds.address, c.subject, c.change, detail) for ds in group]
+    rows.sort(key=itemgetter(0, 1, 2))  # stable: a subject's changes on a dataset keep their order
+    return [{"subject": s, "dataset": d, "change": c, "detail": detail} for d, s, c, detail in rows]
 
 
 class AddressIndex:
@@ -168,6 +168,7 @@ class AddressIndex:
                 if "/" not in rest[1:]:
                     one.append(a)
         self._covered: dict[int, tuple] = {}  # id(policy) -> (policy, the addresses it covers)
+        self._answers: dict[tuple, tuple] = {}  # ids of the policies asked about -> (policies, answer)
 
     def addresses_of(self, policy) -> set[str]:
         hit = self._covered.get(id(policy))
@@ -190,11 +191,24 @@ class AddressIndex:
         return hit[1]
 
     def covering(self, policies) -> dict[str, list]:
-        """address -> the policies that cover it; addresses none covers are left out."""
+        """address -> the policies that cover it; addresses none covers are left out. The same policies
+        asked about again (a first plan's changed policies are all its new ones) get the same answer,
+        which the caller must not change."""
+        policies = tuple(policies)
+        key = tuple(map(id, policies))
+        hit = self._answers.get(key)
+        if hit is not None:
+            return hit[1]
         out: dict[str, list] = {}
+        get = out.get
         for p in policies:
             for a in self.addresses_of(p):
-                out.setdefault(a, []).append(p)
+                found = get(a)
+                if found is None:
+                    out[a] = [p]
+                else:
+                    found.append(p)
+        self._answers[key] = (policies, out)  # the policies are kept: their ids stay their own
         return out
 
 
