@@ -94,12 +94,11 @@ def detached() -> bool:
     return _detached
 
 
-def write_behind(fn: Callable[[], object], cache_dir: Path, in_line: bool = True) -> bool:
+def write_behind(fn: Callable[[], object], cache_dir: Path) -> bool:
     """Queue fn() (a write under `cache_dir`) for the end of a one-shot command where forking is safe
-    (True), else run it here and now (False; `in_line=False`: not at all)."""
+    (True), else run it here and now (False)."""
     if not writes_behind():
-        if in_line:
-            fn()
+        fn()
         return False
     _queued.append((fn, Path(cache_dir)))
     return True
@@ -191,8 +190,9 @@ def _hold(cache_dir: Path) -> int | None:
     try:
         import fcntl
 
+        os.makedirs(cache_dir, exist_ok=True)  # here, by the command: the writer child makes no directory
         fd = os.open(os.path.join(cache_dir, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError:
+    except OSError:  # a read-only state dir: the writes would fail too
         return None
     try:
         fcntl.flock(fd, fcntl.LOCK_SH)
