@@ -61,7 +61,7 @@ class Schedule(Model):
 class Retry(Model):
     count: int = Field(0, ge=0)
     delay: Duration | None = None
-    backoff: float = Field(1.0, ge=1)  # each wait is the previous one times backoff
+    backoff: float = Field(1.0, ge=1, allow_inf_nan=False)  # each wait is the previous one times backoff
 
 
 class Job(Model):
