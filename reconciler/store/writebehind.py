@@ -15,8 +15,8 @@ file no longer the one at that path) writes nothing, and never creates a directo
 Forking late is also what makes this cheaper than writing in a child forked at once: after a fork,
 every page the parent touches again is copied (~1.5 ms per MB on the machines measured), and the
 command touches most of its heap while it links, diffs and reports; a child forked as the parent
-leaves costs the parent nothing of that. Measured at 10,000 artefacts, cold `plan` 1.62 -> 1.43 s and
-cold `validate` 1.39 -> 1.29 s (bench/README.md).
+leaves costs the parent nothing of that. Measured at 10,000 artefacts, cold `plan` 1.60 -> 1.47 s and
+cold `validate` 1.39 -> 1.29 s (README.md, Speed).
 
 Only where forking is safe: a POSIX system and no other Python thread (a child of a threaded process
 may inherit a lock some other thread held). Everywhere else (apply, the daemon, a library caller) the
