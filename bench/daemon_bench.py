@@ -94,6 +94,8 @@ def main() -> int:
     ap.add_argument("--artefacts", type=int, default=10_000)
     ap.add_argument("--changes", type=int, default=20, help="pushes to time (half by poll, half by webhook)")
     ap.add_argument("--interval", default="1s")
+    ap.add_argument("--drift-interval", help="the daemon's drift interval (its default: 5m), e.g. 3s to time "
+                                             "pushes while drift passes run")
     ap.add_argument("--work", type=Path, help="keep (or reuse) the repository, remote and state here")
     ap.add_argument("--sync-timeout", type=float, default=3600)
     ap.add_argument("--json", type=Path, help="append the results as one JSON line to this file")
@@ -117,7 +119,8 @@ def main() -> int:
         s.close()
         p = subprocess.Popen([str(exe), "daemon", "--repo", f"file://{bare_path}", "--state-dir", str(state),
                               "--interval", a.interval, "--listen", f"127.0.0.1:{port}",
-                              "--webhook-secret-file", str(work / "webhook-secret")],
+                              "--webhook-secret-file", str(work / "webhook-secret")]
+                             + (["--drift-interval", a.drift_interval] if a.drift_interval else []),
                              stdout=subprocess.DEVNULL, stderr=open(log, "a"))
         t0 = time.monotonic()
         head = str(repo.head.target)

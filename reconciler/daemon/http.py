@@ -46,7 +46,7 @@ def create_app(daemon) -> FastAPI:
         daemon.metrics.webhooks.labels(result={202: "triggered", 200: "ignored", 401: "unauthorized",
                                                413: "too_large"}.get(status, str(status))).inc()
         if status == 202 and delivery is not None:
-            daemon.trigger(f"webhook {delivery.provider} {delivery.kind} {delivery.branch}")
+            daemon.trigger(f"webhook {delivery.provider} {delivery.kind} {delivery.branch}", push=True)
         return Response(f'{{"result": "{reason}"}}', status_code=status, media_type="application/json")
 
     from reconciler.daemon.api import api_router

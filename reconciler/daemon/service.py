@@ -68,6 +68,7 @@ class Daemon:
                                         paths=list(config.paths))
         self.wake = threading.Event()
         self.stop = threading.Event()
+        self.pushed = threading.Event()  # a webhook announced a push: a drift slice under way gives way to it
         self.due: set[str] = set()  # workflows whose schedule fired
         self.drift_wanted = False
         self.slo_wanted = False  # the SLO schedule fired; every reconcile that applied or ran something evaluates too
@@ -104,8 +105,11 @@ class Daemon:
             if config.webhook_secret_file else None
 
     # -- triggers --------------------------------------------------------------------------
-    def trigger(self, reason: str = "poll") -> None:
+    def trigger(self, reason: str = "poll", push: bool = False) -> None:
+        """Wake the loop; `push`: a new head is announced (a webhook), so a drift slice stops at once."""
         log.debug("reconcile wanted: %s", reason)
+        if push:
+            self.pushed.set()
         self.wake.set()
 
     # -- the loop --------------------------------------------------------------------------
@@ -198,6 +202,7 @@ class Daemon:
         return result
 
     def _reconcile(self, force: bool) -> ReconcileResult:
+        self.pushed.clear()  # whatever was announced so far is in the head fetched now
         source = operations.open_source(self.target)  # a URL is fetched into its mirror here
         head = source.commit
         if head != self.state.last_commit or force:
@@ -382,9 +387,10 @@ class Daemon:
                 self._drift_found = {}
             # a slice of the pass per cycle (introspecting thousands of depots takes minutes), on one lake
             # connection (released between slices: the query API's readers of the lake go on meanwhile)
+            # and a push announced meanwhile ends the slice: the next cycle takes the new head first
             deadline = time.monotonic() + DRIFT_SLICE_SECONDS
             with LakeLook(ctx.lake_path) as look:
-                while self._drift_queue and time.monotonic() < deadline:
+                while self._drift_queue and time.monotonic() < deadline and not self.pushed.is_set():
                     rid = self._drift_queue.pop()
                     if rid in records:
                         self._drift_found.update(detect(ctx, {rid: records[rid]}, look))
