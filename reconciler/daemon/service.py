@@ -28,6 +28,7 @@ from reconciler.store import lakegate
 log = logging.getLogger("reconciler.daemon")
 
 DAEMON_FILE = "daemon.json"
+RETRY_BUSY_SECONDS = 0.5  # a scheduled run that found the state in another process's hands tries again
 DRIFT_SLICE_SECONDS = 1.0  # drift checking per loop cycle, so that a push is never waiting behind it
 
 
@@ -184,9 +185,13 @@ class Daemon:
         except Exception as e:  # noqa: BLE001  a failed cycle is reported and retried at the next trigger
             from reconciler.core.diagnostics import UserError
 
+            from reconciler.store.state import StateInUse
+
             message = e.message if isinstance(e, UserError) else f"{type(e).__name__}: {e}"
             log.error("reconcile failed: %s", message, exc_info=not isinstance(e, UserError))
             self.metrics.reconciles.labels(result="error").inc()
+            if isinstance(e, StateInUse):  # another process reads the state this moment: soon again, not a poll later
+                self._retry_soon("the state was in use")
             return ReconcileResult(commit=None, errors=1, seconds=time.monotonic() - started)
         result.seconds = time.monotonic() - started
         self.state.last_result = result
@@ -504,6 +509,12 @@ class Daemon:
                                    coalesce=True, max_instances=1, misfire_grace_time=60)
             self._cron_registered[job_id] = key
 
+    def _retry_soon(self, reason: str) -> None:
+        """Wake the loop again in RETRY_BUSY_SECONDS, whatever the poll interval."""
+        retry = threading.Timer(RETRY_BUSY_SECONDS, self.trigger, args=(reason,))
+        retry.daemon = True
+        retry.start()
+
     def _schedule_fired(self, workflow_id: str) -> None:
         self.due.add(workflow_id)
         self.trigger(f"schedule {workflow_id}")
@@ -511,6 +522,7 @@ class Daemon:
     def _run_due_workflows(self) -> int:
         """Run the workflows whose schedule fired; how many ran."""
         from reconciler.core.ids import split_id
+        from reconciler.store.state import StateInUse
 
         ran = 0
         while self.due:
@@ -520,6 +532,11 @@ class Daemon:
                 outcome = operations.run_workflow(self.target, name, ws, trigger="schedule", stop=self.stop, lock=False)
                 ran += 1
                 log.info("scheduled run of %s: %s %s", workflow_id, outcome.status, outcome.message)
+            except StateInUse as e:  # another process reads the state this moment: the fire is kept, not lost
+                self.due.add(workflow_id)
+                log.info("scheduled run of %s waits for the state: %s", workflow_id, e.message)
+                self._retry_soon("a scheduled run waits")
+                break
             except Exception as e:  # noqa: BLE001  a failed scheduled run is recorded; the daemon goes on
                 log.warning("scheduled run of %s failed: %s", workflow_id, e)
         return ran

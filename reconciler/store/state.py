@@ -410,6 +410,11 @@ def file_stamp(state_dir: Path, db: str = "state.duckdb") -> tuple:
 _PID_RE = re.compile(r"PID (\d+)")
 
 
+class StateInUse(UserError):
+    """Another process has the state database open, which DuckDB lets only one writer do: usually for a
+    moment (a `reconciler get` reading it), so a daemon tries again at its next cycle."""
+
+
 def _connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
     try:
         return duckdb.connect(str(path), read_only=read_only)
@@ -425,7 +430,7 @@ def _connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
         if "lock" in text.lower():
             pid = _PID_RE.search(text)
             holder = f"another process (pid {pid.group(1)})" if pid else "another process"
-            raise UserError(
+            raise StateInUse(
                 f"the state in {path.parent} is in use by {holder}; DuckDB lets one process write it at a "
                 "time: wait for it to finish, or stop it") from None
         raise UserError(f"cannot open the state database {path}: {text}") from None

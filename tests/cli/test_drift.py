@@ -46,23 +46,3 @@ def test_a_shared_lake_look_finds_what_one_look_per_check_finds(sample_repo, sta
     assert shared == one_each
     assert shared == {"workflow:payments/transactions-daily": "columns of lake://payments/transactions_clean changed"}
 
-
-def test_a_drift_slice_gives_way_to_an_announced_push(sample_repo, state_dir):
-    """A webhook's push ends the drift slice under way (daemon/service.py): the rest of the pass waits for
-    later cycles, and the new head is reconciled first instead of up to a slice later."""
-    from reconciler.daemon.config import load_config
-    from reconciler.daemon.service import Daemon
-
-    r = run_cli("apply", "--repo", sample_repo.path, "--state-dir", state_dir, "--auto-approve", "-o", "json",
-                env=SAMPLE_ENV)
-    assert r.code == 0, r
-    daemon = Daemon(load_config(None, {"repo": str(sample_repo.path), "state_dir": str(state_dir)}))
-    daemon.state.last_commit = str(sample_repo.repo.head.target)  # as after the daemon's first sync
-    daemon.drift_wanted = True
-    daemon.trigger("webhook github push main", push=True)
-    assert daemon._check_drift() == {}
-    pending = list(daemon._drift_queue)
-    assert len(pending) == 3 and daemon.drift_wanted  # the sample's workflow and two depots, none looked at
-    daemon.pushed.clear()  # as the next cycle does once it has fetched the head
-    assert daemon._check_drift() == {}  # nothing drifted
-    assert daemon._drift_queue == [] and not daemon.drift_wanted
