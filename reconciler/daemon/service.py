@@ -28,7 +28,7 @@ from reconciler.store import lakegate
 log = logging.getLogger("reconciler.daemon")
 
 DAEMON_FILE = "daemon.json"
-RETRY_BUSY_SECONDS = 0.5  # a scheduled run that found the state in another process's hands tries again
+RETRY_BUSY_SECONDS = 0.5  # a reconcile or scheduled run that found the state in use tries again this soon
 DRIFT_SLICE_SECONDS = 1.0  # drift checking per loop cycle, so that a push is never waiting behind it
 
 
@@ -70,6 +70,7 @@ class Daemon:
         self.wake = threading.Event()
         self.stop = threading.Event()
         self.pushed = threading.Event()  # a webhook announced a push: a drift slice under way gives way to it
+        self._busy_retries = 0  # retries in a row that found the state in another process's hands
         self.due: set[str] = set()  # workflows whose schedule fired
         self.drift_wanted = False
         self.slo_wanted = False  # the SLO schedule fired; every reconcile that applied or ran something evaluates too
@@ -194,6 +195,8 @@ class Daemon:
                 self._retry_soon("the state was in use")
             return ReconcileResult(commit=None, errors=1, seconds=time.monotonic() - started)
         result.seconds = time.monotonic() - started
+        if not self.due:
+            self._busy_retries = 0  # the state was ours this time (a scheduled run that waits keeps the count)
         self.state.last_result = result
         self.state.reconciles += 1
         if not result.skipped:
@@ -510,8 +513,11 @@ class Daemon:
             self._cron_registered[job_id] = key
 
     def _retry_soon(self, reason: str) -> None:
-        """Wake the loop again in RETRY_BUSY_SECONDS, whatever the poll interval."""
-        retry = threading.Timer(RETRY_BUSY_SECONDS, self.trigger, args=(reason,))
+        """Wake the loop again soon, whatever the poll interval: RETRY_BUSY_SECONDS, doubled for each retry in
+        a row that found the state still in use (up to a minute), so a long reader costs a few log lines."""
+        delay = min(RETRY_BUSY_SECONDS * 2 ** self._busy_retries, 60.0)
+        self._busy_retries += 1
+        retry = threading.Timer(delay, self.trigger, args=(reason,))
         retry.daemon = True
         retry.start()
 
