@@ -84,3 +84,27 @@ def test_a_reconcile_that_finds_the_state_in_use_tries_again_soon(sample_repo, s
     assert result.errors == 0 and not result.failed, result
     r = run_cli("get", "workspace", "extra", "--state-dir", state_dir, "-o", "json")
     assert r.code == 0, r
+
+
+def test_retries_on_a_busy_state_back_off(tmp_path, monkeypatch):
+    """A reader that keeps the state for long costs a few retries and log lines, not two a second."""
+    import threading
+
+    from reconciler.daemon.config import load_config
+    from reconciler.daemon.service import Daemon
+
+    delays = []
+
+    class Timer:
+        def __init__(self, delay, fn, args=()):
+            delays.append(delay)
+            self.daemon = False
+
+        def start(self):
+            pass
+
+    monkeypatch.setattr(threading, "Timer", Timer)
+    daemon = Daemon(load_config(None, {"repo": str(tmp_path), "state_dir": str(tmp_path / "state")}))
+    for _ in range(9):
+        daemon._retry_soon("the state was in use")
+    assert delays == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0]
