@@ -186,19 +186,20 @@ def _detach() -> None:
 
 
 def _hold(cache_dir: Path) -> int | None:
-    """A shared lock on `cache_dir`'s writers lock, or None (no such directory, or no locks here)."""
+    """`cache_dir`'s writers lock file, open and shared-locked; None where it cannot be made (a read-only
+    state dir: the writes would fail too). On a file system without locks it is open but not locked: the
+    caches are still written, and a next command does not wait for them."""
     try:
         import fcntl
 
         os.makedirs(cache_dir, exist_ok=True)  # here, by the command: the writer child makes no directory
         fd = os.open(os.path.join(cache_dir, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError:  # a read-only state dir: the writes would fail too
+    except OSError:
         return None
     try:
         fcntl.flock(fd, fcntl.LOCK_SH)
     except OSError:
-        os.close(fd)
-        return None
+        pass
     return fd
 
 
