@@ -186,7 +186,6 @@ class Daemon:
             result = self._reconcile(force)
         except Exception as e:  # noqa: BLE001  a failed cycle is reported and retried at the next trigger
             from reconciler.core.diagnostics import UserError
-
             from reconciler.store.state import StateInUse
 
             message = e.message if isinstance(e, UserError) else f"{type(e).__name__}: {e}"

@@ -119,17 +119,20 @@ def pending() -> int:
 def settle() -> None:
     """Run every queued write here, and wait for every forked child of this process."""
     while _queued:
-        fn, _ = _queued.pop(0)
-        try:
-            fn()
-        except Exception:  # noqa: BLE001  a cache not written is only a slower next command
-            pass
+        _quietly(_queued.pop(0)[0])
     while _children:
         pid = _children.pop()
         try:
             os.waitpid(pid, 0)
         except ChildProcessError:  # reaped already (e.g. by a SIGCHLD handler)
             pass
+
+
+def _quietly(fn: Callable[[], object]) -> None:
+    try:
+        fn()
+    except Exception:  # noqa: BLE001  a cache not written is only a slower next command
+        pass
 
 
 def wait_for_writers(cache_dir: Path, timeout: float = WAIT_FOR_WRITERS) -> None:
@@ -228,10 +231,7 @@ def _write_detached(locks: dict) -> None:
         gc.disable()  # short-lived: freeing nothing beats scanning a copy of the parent's heap
         for fn, cache_dir in _queued:
             if _still_there(cache_dir, locks.get(cache_dir)):
-                try:
-                    fn()
-                except Exception:  # noqa: BLE001  a cache not written is only a slower next command
-                    pass
+                _quietly(fn)
         code = 0
     finally:
         os._exit(code)
