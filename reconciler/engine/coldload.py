@@ -75,7 +75,10 @@ def _fill(source, missing: list[tuple[str, str]], cache, state_dir: Path, worker
         # this process's own chunks, straight into the cache like any parse (and validated into its memo)
         with gc_paused():
             for index in _taken(queue_r):
-                _put(cache, _work(source, chunks[index]), new=True)
+                for _, blob, entry, validated in _work(source, chunks[index], stored_form=False):
+                    cache.put_entry(blob, entry)
+                    for key, v in validated:
+                        cache.put_validated(key, v)
     finally:
         os.close(queue_r)
     cache.save(behind=True)  # written by a child of its own while this process takes the workers' results
@@ -174,13 +177,15 @@ def _put(cache, items, new: bool) -> None:
             cache.put_validated_entry(key, v, new=new)
 
 
-def _work(source, share):
-    """(path, blob, cache entry, [(memo key, validated data)]) of each file, as plain data."""
+def _work(source, share, stored_form: bool = True):
+    """(path, blob, cache entry, [(memo key, validated data)]) of each file, as plain data (`stored_form`:
+    for another process; else the validation results stay `Validated` objects, for this one)."""
     from reconciler.core.loader import load_file
     from reconciler.core.policy_checks import filter_problem
     from reconciler.core.resolve import filter_key, validate
     from reconciler.store.doccache import entry_of, validated_to_data
 
+    to_data = validated_to_data if stored_form else _same
     for path, blob in share:
         result = load_file(source, path, blob, None, DEFAULT_MAX_BYTES)
         validated = []
@@ -188,11 +193,15 @@ def _work(source, share):
             for doc in result.documents:
                 if doc.is_artefact:
                     v = validate(doc.data)
-                    validated.append(((blob, doc.index), validated_to_data(v)))
+                    validated.append(((blob, doc.index), to_data(v)))
                     filter_text = _row_filter(v.spec)
                     if filter_text is not None:  # checked here too: the resolver then needs no SQL parser
-                        validated.append((filter_key(filter_text), validated_to_data(filter_problem(filter_text) or "")))
+                        validated.append((filter_key(filter_text), to_data(filter_problem(filter_text) or "")))
         yield path, blob, entry_of(result), validated
+
+
+def _same(value):
+    return value
 
 
 def _row_filter(spec: dict | None) -> str | None:

@@ -79,7 +79,7 @@ class DocCache:
         self._validated: dict[str, object] = {}  # key text -> Validated | str
         self._all: set[str] = set()  # tables read whole already
         self._new_docs: dict[str, tuple] = {}
-        self._new_validated: dict[str, tuple] = {}
+        self._new_validated: dict[str, object] = {}  # key text -> stored form, or a value put_validated took
         self._used: set[str] = set()
         self._used_validated: set[str] = set()
 
@@ -227,9 +227,11 @@ class DocCache:
         return hit
 
     def put_validated(self, key, value) -> None:
+        """A validation result (`Validated`, or a policy filter's verdict); turned into its stored form only
+        when written, which a one-shot command leaves to its writer child (store/writebehind.py)."""
         k = _key(key)
         self._validated[k] = value
-        self._new_validated[k] = validated_to_data(value)
+        self._new_validated[k] = value
         self._used_validated.add(k)
 
     def put_validated_entry(self, key, data: tuple, new: bool = True) -> None:
@@ -275,7 +277,8 @@ class DocCache:
                 write_behind(self.split_off().save, self.path.parent)
                 return True
         docs = [(k, marshal.dumps(v)) for k, v in self._new_docs.items()]
-        validated = [(k, marshal.dumps(v)) for k, v in self._new_validated.items()]
+        validated = [(k, marshal.dumps(v if type(v) is tuple else validated_to_data(v)))
+                     for k, v in self._new_validated.items()]
 
         def write(conn):
             conn.executemany("INSERT OR REPLACE INTO docs VALUES (?, ?)", docs)
