@@ -22,6 +22,9 @@ from .yamlload import DEFAULT_MAX_BYTES, check_size, parse_file
 IGNORE_FILE = ".reconcilerignore"
 STATE_DIR_NAME = ".reconciler"
 YAML_SUFFIXES = (".yaml", ".yml")
+# load_files reads this many files (or bytes) before it parses them
+READ_BATCH = 100
+READ_BATCH_BYTES = 4 << 20
 
 
 class ParseCache(Protocol):
@@ -145,9 +148,18 @@ def load(source: Source, paths: list[str] | None = None, cache: ParseCache | Non
     if prefetch is not None:  # one read of the cache for a large load, not one per file
         prefetch([blob_id for _, blob_id in selected])
     with gc_paused():
+        files: dict[str, FileResult] = {}
+        missing = []
         for path, blob_id in selected:
-            file_result = _load_file(source, path, blob_id, cache, max_bytes)
-            result.files[path] = file_result
+            cached = cache.get(blob_id) if cache is not None else None
+            if cached is not None:
+                files[path] = _at_path(cached, path, blob_id)
+            else:
+                missing.append((path, blob_id))
+        for file_result in load_files(source, missing, max_bytes, cache):
+            files[file_result.path] = file_result
+        for path, _ in selected:  # in path order
+            file_result = result.files[path] = files[path]
             result.diagnostics.extend(file_result.diagnostics)
     return result
 
@@ -162,26 +174,39 @@ def load_file(source: Source, path: str, blob_id: str, cache: ParseCache | None 
     return _load_file(source, path, blob_id, cache, max_bytes)
 
 
-def load_files(source: Source, share: list[tuple[str, str]], max_bytes: int = DEFAULT_MAX_BYTES) -> list[FileResult]:
-    """`load_file` of each (path, blob id), uncached, in stages: every file read, then every one parsed.
-    Parsing a batch after reading it (~100 files) keeps each stage's code and data in the CPU's caches:
-    ~20 % less CPU than reading and parsing file by file, on the cold load's workers."""
-    read = [(path, blob_id, _read(source, path, blob_id, max_bytes)) for path, blob_id in share]
-    return [data if isinstance(data, FileResult) else parse_file(path, data, blob_id, max_bytes=max_bytes)
-            for path, blob_id, data in read]
+def load_files(source: Source, share: list[tuple[str, str]], max_bytes: int = DEFAULT_MAX_BYTES,
+               cache: ParseCache | None = None) -> list[FileResult]:
+    """`load_file` of each (path, blob id), not looked up in `cache` (but put there once parsed), in stages:
+    a batch of files read (up to READ_BATCH files or READ_BATCH_BYTES), then parsed, then the next batch.
+    That keeps each stage's code and data in the CPU's caches: ~20 % less CPU than reading and parsing file
+    by file, and the bytes held at once stay bounded."""
+    results = []
+    start = 0
+    while start < len(share):
+        batch, held = [], 0
+        for path, blob_id in share[start:start + READ_BATCH]:
+            data = _read(source, path, blob_id, max_bytes)
+            batch.append((path, blob_id, data))
+            start += 1
+            held += 0 if isinstance(data, FileResult) else len(data)
+            if held >= READ_BATCH_BYTES:
+                break
+        for path, blob_id, data in batch:
+            if isinstance(data, FileResult):  # too large or unreadable: not cached
+                results.append(data)
+                continue
+            result = parse_file(path, data, blob_id, max_bytes=max_bytes)
+            if cache is not None:
+                cache.put(blob_id, result)
+            results.append(result)
+    return results
 
 
 def _load_file(source: Source, path: str, blob_id: str, cache: ParseCache | None, max_bytes: int) -> FileResult:
     cached = cache.get(blob_id) if cache is not None else None
     if cached is not None:
         return _at_path(cached, path, blob_id)
-    data = _read(source, path, blob_id, max_bytes)
-    if isinstance(data, FileResult):
-        return data
-    result = parse_file(path, data, blob_id, max_bytes=max_bytes)
-    if cache is not None:
-        cache.put(blob_id, result)
-    return result
+    return load_files(source, [(path, blob_id)], max_bytes, cache)[0]
 
 
 def _read(source: Source, path: str, blob_id: str, max_bytes: int) -> bytes | FileResult:

@@ -11,7 +11,8 @@ import pygit2
 import pytest
 
 from reconciler.core.documents import Document, FileResult
-from reconciler.core.loader import IgnoreRules, load, read_member
+from reconciler.core import loader
+from reconciler.core.loader import IgnoreRules, load, load_files, read_member
 from reconciler.gitops.source import GitSource, WorkTreeSource
 from reconciler.store.doccache import DocCache
 from tests.conftest import write_files
@@ -88,6 +89,47 @@ def test_oversized_file_is_refused_before_it_is_read(tmp_path):
     assert result.broken_files == {"big.yaml"}
     assert result.diagnostics[0].message == "file is 500 bytes, over the 100 bytes limit"
     assert source.reads == ["small.yaml"]
+
+
+class BatchSource(RecordingSource):
+    """Notes, at each read, how many files were parsed before it (parse_file is watched too)."""
+
+    def __init__(self, root, parsed):
+        super().__init__(root)
+        self.parsed = parsed
+        self.parsed_at_read: list[int] = []
+
+    def read(self, path):
+        self.parsed_at_read.append(len(self.parsed))
+        return super().read(path)
+
+
+def test_files_are_read_in_batches_then_parsed_with_the_bytes_held_bounded(tmp_path, monkeypatch):
+    """load_files reads a batch, then parses it: a batch ends at READ_BATCH files or once it holds
+    READ_BATCH_BYTES. What is too large is refused unread and, like a parse, kept in file order; only
+    parsed files go into the cache."""
+    files = {f"f{i:02}.yaml": DEPOT.format(name=f"d{i:02}") + "description: " + "x" * 60 + "\n" for i in range(7)}
+    files["f03.yaml"] = "a: 1\n" * 100  # over the limit below
+    parsed = []
+    real_parse = loader.parse_file
+    monkeypatch.setattr(loader, "parse_file", lambda path, *a, **k: parsed.append(path) or real_parse(path, *a, **k))
+    monkeypatch.setattr(loader, "READ_BATCH", 3)
+    monkeypatch.setattr(loader, "READ_BATCH_BYTES", 150)  # two of these files
+    source = BatchSource(write(tmp_path / "repo", files), parsed)
+    share = sorted(source.list_files())
+    cache = DocCache(tmp_path / "state")
+
+    results = load_files(source, share, max_bytes=300, cache=cache)
+
+    assert [r.path for r in results] == [path for path, _ in share]
+    assert source.reads == ["f00.yaml", "f01.yaml", "f02.yaml", "f04.yaml", "f05.yaml", "f06.yaml"]
+    # f00+f01 reach the byte budget; f02, f03 (refused unread) and f04 fill three files; f05+f06
+    assert source.parsed_at_read == [0, 0, 2, 2, 4, 4]
+    assert results[3].broken and "over the 300 bytes limit" in results[3].diagnostics[0].message
+    assert [r.documents[0].data["name"] for r in results if not r.broken] == ["d00", "d01", "d02", "d04", "d05", "d06"]
+    assert cache.get(share[3][1]) is None and all(cache.get(blob) for path, blob in share if path != "f03.yaml")
+    # the same as file by file
+    assert results == [loader.load_file(source, path, blob, max_bytes=300) for path, blob in share]
 
 
 def test_a_git_blob_is_sized_from_its_loose_file_or_its_header(tmp_path):

@@ -627,3 +627,28 @@ def test_the_model_free_type_table_agrees_with_the_models():
     assert scopes.BUILTIN_STACKS == BUILTIN_STACKS
     assert {t: i.scope for t, i in TYPES.items()} == scopes.SCOPES
     assert {t: i.replace_fields for t, i in TYPES.items() if i.replace_fields} == scopes.REPLACE_FIELDS
+
+
+def test_validating_a_batch_gives_each_document_its_own_result():
+    """validate_many's stages keep every document's result apart and in order: a batch of valid,
+    invalid and non-mapping documents gets what each gets alone."""
+    from reconciler.core.resolve import validate_many
+
+    documents = [
+        {"version": "v1", "type": "depot", "name": "raw", "depot": {"kind": "file", "path": "data"}},
+        {"version": "v1", "type": "depot", "name": "Bad_Name", "depot": {"kind": "file", "path": "data"}},
+        ["not", "a", "mapping"],
+        {"version": "v1", "type": "secret", "name": "api-key", "secret": {"from": {"env": "API_KEY"}}},
+        {"version": "v1", "type": "depot", "name": "raw2", "depot": {"kind": "file", "path": "d"}, "colour": "red"},
+        {"version": "v1", "type": "policy", "name": "p", "policy": {"subjects": {"groups": ["g"]},
+                                                                    "datasets": ["lake://default/*"], "access": "allow"}},
+    ]
+    batch = validate_many(documents)
+    alone = [validate_many([d])[0] for d in documents]
+    assert batch == alone
+    assert [v.spec is not None for v in batch] == [True, False, False, True, False, True]
+    assert batch[0].hash and batch[0].identity == ("depot", None, "raw") and batch[0].hash != batch[3].hash
+    assert batch[1].identity is None and "not a valid name" in batch[1].diagnostics[0].message
+    assert batch[4].identity == ("depot", None, "raw2")
+    assert batch[3].spec["workspace"] == "public" and batch[3].identity == ("secret", "public", "api-key")
+    assert "colour" in batch[4].diagnostics[0].message
