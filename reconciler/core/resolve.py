@@ -49,6 +49,7 @@ class _Doc:
     bundle: str | None = None
     member_key: str | None = None
     memo_key: tuple | None = None  # (blob id, document index[, workspace override]) when the result may be cached
+    validated: "Validated | None" = None  # found or made ahead by Resolver._validate_ahead
 
 
 @dataclass(frozen=True)
@@ -162,7 +163,7 @@ class Resolver:
         prefetch = getattr(self.memo, "prefetch", None)
         if prefetch is not None:  # one read of a persistent memo for the whole load
             prefetch([doc.memo_key for doc in docs if doc.memo_key is not None])
-        self._validate_missing(docs)
+        self._validate_ahead(docs)
         for doc in docs:
             self._add_document(doc)
         self._link()
@@ -200,18 +201,28 @@ class Resolver:
         return found
 
     # -- one document ------------------------------------------------------------------------
-    def _validate_missing(self, docs: list[_Doc]) -> None:
-        """The documents the memo does not know yet, validated ahead in batches (`validate_many`: less CPU
-        than one after another) and put into it, where `_add_document` finds them."""
-        if self.memo is None:
-            return
-        missing = [doc for doc in docs if doc.memo_key is not None and self.memo.get(doc.memo_key) is None]
+    def _validate_ahead(self, docs: list[_Doc]) -> None:
+        """Every document's validation, before any is added: from the memo, else made in batches
+        (`validate_many`: less CPU than one after another) and put into the memo."""
+        memo = self.memo
+        missing = []
+        for doc in docs:
+            hit = memo.get(doc.memo_key) if memo is not None and doc.memo_key is not None else None
+            if hit is None:
+                missing.append(doc)
+            else:
+                doc.validated = hit
         for start in range(0, len(missing), VALIDATE_BATCH):
             batch = missing[start:start + VALIDATE_BATCH]
             for doc, v in zip(batch, validate_many([doc.data for doc in batch])):
-                self.memo.put(doc.memo_key, v)
+                doc.validated = v
+                if memo is not None and doc.memo_key is not None:
+                    memo.put(doc.memo_key, v)
 
     def _validate(self, doc: _Doc) -> Validated:
+        if doc.validated is not None:  # made ahead: handed over once (the document is kept as an origin)
+            v, doc.validated = doc.validated, None
+            return v
         if self.memo is not None and doc.memo_key is not None:
             hit = self.memo.get(doc.memo_key)
             if hit is not None:
