@@ -45,4 +45,3 @@ def test_a_shared_lake_look_finds_what_one_look_per_check_finds(sample_repo, sta
         assert lake_opens() == 4  # one more, for all of them
     assert shared == one_each
     assert shared == {"workflow:payments/transactions-daily": "columns of lake://payments/transactions_clean changed"}
-

@@ -351,13 +351,15 @@ def test_a_large_plan_is_memoised_with_its_access_diff(tmp_path):
     import marshal
     from pathlib import Path
 
+    from reconciler.engine.coldload import MIN_FILES
+
     root = Path(__file__).resolve().parents[2]
     spec = importlib.util.spec_from_file_location("bench_gen_repo", root / "bench" / "gen_repo.py")
     gen_repo = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = gen_repo  # its dataclasses look their module up
     spec.loader.exec_module(gen_repo)
     repo, state = tmp_path / "repo", tmp_path / "state"
-    size = 1600  # enough files for the cold load's worker too (engine/coldload.py MIN_FILES)
+    size = MIN_FILES + 100  # enough files for the cold load's worker too
     gen_repo.generate(repo, size, 20)
     outs = []
     for _ in range(2):
