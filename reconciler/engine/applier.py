@@ -78,6 +78,12 @@ class WriteBehind:
     Crash safety does not depend on a begin being durable before its provider runs: a record
     that still holds the old hash (or no record) makes the next plan apply the resource again,
     and every provider operation is idempotent.
+
+    Flushes are serialised: `flush()` returns only once everything queued before the call is
+    written, also when another thread took the queue a moment earlier and is still writing it.
+    Without that, a delete's worker could remove a record while the scheduling thread was still
+    writing its `Deleting` begin (which brought it back), or a later finish could land before an
+    earlier begin of the same resource and leave it `Applying`.
     """
 
     # how stale the recorded phases may get while an apply runs (`get` shows them)
@@ -86,7 +92,8 @@ class WriteBehind:
     def __init__(self, store):
         self.store = store
         self.last_flush = time.monotonic()
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # guards the queues
+        self.flushing = threading.Lock()  # one flush at a time, in queue order
         self.begins: list = []
         self.finishes: list = []
         self.marks: list = []
@@ -110,16 +117,17 @@ class WriteBehind:
             self.flush()
 
     def flush(self) -> None:
-        self.last_flush = time.monotonic()
-        with self.lock:
-            begins, finishes, marks = self.begins, self.finishes, self.marks
-            self.begins, self.finishes, self.marks = [], [], []
-        if begins:
-            self.store.bulk_begin(begins)
-        if finishes:
-            self.store.bulk_finish(finishes)
-        if marks:
-            self.store.bulk_mark(marks)
+        with self.flushing:
+            self.last_flush = time.monotonic()
+            with self.lock:
+                begins, finishes, marks = self.begins, self.finishes, self.marks
+                self.begins, self.finishes, self.marks = [], [], []
+            if begins:
+                self.store.bulk_begin(begins)
+            if finishes:
+                self.store.bulk_finish(finishes)
+            if marks:
+                self.store.bulk_mark(marks)
 
 
 def _record_as_resource(rec: Record) -> Resource:
