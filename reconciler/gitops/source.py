@@ -178,15 +178,33 @@ class GitSource:
             other = self.repo[other_commit_hex].peel(pygit2.Commit)
         except (KeyError, ValueError, pygit2.GitError):
             raise UserError(f"commit {other_commit_hex} is not in {self.root_label}") from None
-        old, new = _subtree(other, self.prefix), self.tree
-        if old is None and new is None:
-            return set()
-        if old is None or new is None:
-            present = old if new is None else new
-            diff = present.diff_to_tree()  # against the empty tree
-        else:
-            diff = old.diff_to_tree(new)
-        return {path for delta in diff.deltas for path in (delta.old_file.path, delta.new_file.path) if path}
+        out: set[str] = set()
+        _tree_changes(self.repo, _subtree(other, self.prefix), self.tree, "", out)
+        return out
+
+
+def _tree_changes(repo: pygit2.Repository, old: pygit2.Tree | None, new: pygit2.Tree | None, base: str,
+                  out: set[str]) -> None:
+    """Add to `out` the paths (under `base`) of the files that differ between trees `old` and `new` (either may
+    be None), as a tree-to-tree diff lists them, old and new side. Subtrees with the same id are not entered:
+    a one-file commit of a 10,000-file repository looks at the few trees on its path (~0.5 ms; libgit2's
+    diff, which also loads the repository's diff settings, took ~2 ms)."""
+    before = {e.name: e for e in old} if old is not None else {}
+    for e in new if new is not None else ():
+        o = before.pop(e.name, None)
+        if o is None or o.id != e.id or o.filemode != e.filemode:
+            _entry_changes(repo, o, e, base + e.name, out)
+    for name, o in before.items():
+        _entry_changes(repo, o, None, base + name, out)
+
+
+def _entry_changes(repo, old, new, path: str, out: set[str]) -> None:
+    old_tree = old is not None and old.filemode == FileMode.TREE
+    new_tree = new is not None and new.filemode == FileMode.TREE
+    if old_tree or new_tree:
+        _tree_changes(repo, repo[old.id] if old_tree else None, repo[new.id] if new_tree else None, path + "/", out)
+    if (old is not None and not old_tree) or (new is not None and not new_tree):
+        out.add(path)  # a file (or link or submodule) on either side
 
 
 class WorkTreeSource:

@@ -212,6 +212,64 @@ def test_changed_paths_between_commits(tmp_path):
         source.changed_paths("0" * 40)
 
 
+
+@pytest.mark.parametrize("seed", range(6))
+def test_changed_paths_agree_with_libgit2s_tree_diff(tmp_path, seed):
+    """The pruned tree walk against libgit2's own diff, over random commits: edits, new and removed files and
+    folders, an executable bit flipped, a file that becomes a folder (and back) and symbolic links."""
+    import random
+
+    rng = random.Random(seed)
+    repo = pygit2.init_repository(str(tmp_path / "r.git"), bare=True, initial_head="main")
+    names = ["a.yaml", "b.yml", "d/x.yaml", "d/e/y.yaml", "d/e/f/z.yaml", "g/h.yaml", "link", "d/run.sh"]
+    files: dict[str, tuple[str, int]] = {}
+    commits = [commit_files(repo, {"seed.yaml": "s\n"})]
+    for n in range(14):
+        if rng.random() < 0.3:  # a file where a folder was, or a folder where a file was: a commit of its own
+            swap = {k: None for k in files if k.startswith("d/") or k == "d"}
+            swap.update({"d/x.yaml": "back\n"} if "d" in files else {"d": "now a file\n"})  # in the same commit
+            for k, v in swap.items():
+                files.pop(k, None) if v is None else files.__setitem__(k, (v, FileMode.BLOB))
+            commits.append(commit_files(repo, swap))
+        change: dict = {}
+        modes: dict = {}
+        for name in rng.sample([x for x in names if not (x.startswith("d/") and "d" in files)], 3):
+            roll = rng.random()
+            if name in files and roll < 0.3:
+                change[name] = None
+                files.pop(name)
+            else:
+                mode = FileMode.LINK if name == "link" else rng.choice([FileMode.BLOB, FileMode.BLOB_EXECUTABLE])
+                change[name], modes[name] = rng.choice(["1\n", "2\n", f"{n}\n"]), mode
+                files[name] = (change[name], mode)
+        commits.append(commit_files(repo, change, modes=modes))
+    for old in rng.sample(commits, 6):
+        for new in rng.sample(commits, 6):
+            got = GitSource(repo, new).changed_paths(old)
+            diff = repo[old].peel(pygit2.Commit).tree.diff_to_tree(repo[new].peel(pygit2.Commit).tree)
+            want = {p for d in diff.deltas for p in (d.old_file.path, d.new_file.path) if p}
+            assert got == want, (old, new)
+            for prefix in ("d", "d/e"):
+                sub = GitSource(repo, new, prefix=prefix) if _has(repo, new, prefix) else None
+                if sub is not None:
+                    assert sub.changed_paths(old) == _diff_under(repo, old, new, prefix)
+
+
+def _has(repo, commit: str, prefix: str) -> bool:
+    try:
+        return repo[commit].peel(pygit2.Commit).tree[prefix].filemode == FileMode.TREE
+    except KeyError:
+        return False
+
+
+def _diff_under(repo, old: str, new: str, prefix: str) -> set[str]:
+    def sub(commit):
+        return repo[commit].peel(pygit2.Commit).tree[prefix] if _has(repo, commit, prefix) else None
+
+    a, b = sub(old), sub(new)
+    diff = b.diff_to_tree() if a is None else a.diff_to_tree(b)  # b exists (the caller checked)
+    return {p for d in diff.deltas for p in (d.old_file.path, d.new_file.path) if p}
+
 def test_materialise_writes_the_subtree_once(tmp_path):
     repo = pygit2.init_repository(str(tmp_path / "r.git"), bare=True, initial_head="main")
     repo_files = {"p/run.sh": "#!/bin/sh\necho hi\n", "p/d/a.yaml": "a: 1\n", "p/link": "d/a.yaml", "top.yaml": "t\n"}
