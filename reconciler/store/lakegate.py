@@ -281,6 +281,9 @@ def connect_for_writing(path, patience: float = WRITE_PATIENCE):
 def _connect(path, patience: float):
     import duckdb
 
+    from reconciler.store.dbfile import ensure_created
+
+    ensure_created(path)  # a kill -9 while DuckDB makes a new file must not leave a file it refuses
     deadline = time.monotonic() + patience
     while True:
         try:

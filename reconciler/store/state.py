@@ -33,6 +33,7 @@ from reconciler.core.record import APPLYING, DELETING, READY, Record
 from reconciler.core.resource import Resource
 from reconciler.core.loader import gc_paused
 from reconciler.store.catalog import Catalog
+from reconciler.store.dbfile import ensure_created
 from reconciler.store.products import Products
 from reconciler.store.runs import Runs
 from reconciler.store.schema import SCHEMA_VERSION, check_not_newer, migrate, schema_version
@@ -417,6 +418,8 @@ class StateInUse(UserError):
 
 def _connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
     try:
+        if not read_only:
+            ensure_created(path)  # whole or not at all (store/dbfile.py)
         return duckdb.connect(str(path), read_only=read_only)
     except duckdb.ConnectionException as exc:
         if read_only:
@@ -436,6 +439,9 @@ def _connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
         raise UserError(f"cannot open the state database {path}: {text}") from None
     except duckdb.Error as exc:
         raise UserError(f"cannot open the state database {path}: {exc}") from None
+    except OSError as exc:  # creating it beside the real name (store/dbfile.py)
+        raise UserError(f"cannot create the state database {path}: {exc}",
+                        hint="check that the state dir is writable") from None
 
 
 def _open_read_only(path: Path) -> duckdb.DuckDBPyConnection:

@@ -156,7 +156,7 @@ def test_kill_9_mid_reconcile_then_a_restart_converges(remote, tmp_path):
         wait_for(lambda: http(port, "/readyz")[0] == 200, "readiness after the restart")
         got = run_cli("get", "--state-dir", state, "-o", "json")
         assert got.code == 0, got
-        assert {x["phase"] for x in got.json} == {"Ready"} and len(got.json) == 4
+        assert {x["phase"] for x in got.json} == {"Ready"} and len(got.json) == 4, [(x["id"], x["phase"], x.get("message")) for x in got.json]
         runs = run_cli("get", "runs", "daily", "-w", "payments", "--state-dir", state, "-o", "json").json
         assert [r["status"] for r in runs] == ["succeeded"]  # the workflow ran once
         p.send_signal(signal.SIGTERM)
