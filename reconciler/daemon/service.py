@@ -297,7 +297,8 @@ class Daemon:
         if self.warm.resolver is None and hasattr(source, "tree"):
             self.warm.restore(source)  # a restart: the last snapshot, updated to this head, not a full resolve
         plan: Plan = self.warm.plan(source, records, serial=serial, label=operations.source_label(self.target),
-                                    max_prune=self.config.max_prune, created_at=operations.now_iso())
+                                    max_prune=self.config.max_prune, created_at=operations.now_iso(),
+                                    records_changed=self.live.changed_since)
         diags = sorted(self.warm.resolver.out.diagnostics if self.warm.resolver else [], key=lambda d: d.sort_key())
         return plan, diags
 

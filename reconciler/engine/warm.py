@@ -47,6 +47,7 @@ class WarmPlanner:
         self.resolver: Resolver | None = None
         self.full_resolves = 0  # how often a change needed the whole resolve (for tests and metrics)
         self.incremental = 0
+        self.narrowed = 0  # plans that looked only at what may have moved (see plan())
         self.last_load: LoadResult | None = None  # the loader's result of the last full resolve
         self.restored = False  # the resolver came from a saved snapshot (a fresh process)
         self._changed_since_saved: set[str] | None = None  # files changed since the snapshot that was saved
@@ -57,6 +58,11 @@ class WarmPlanner:
         # repository never enter this process, whose memory would keep their high-water mark (the daemon)
         self.isolate = isolate
         self.helper = None  # a forked validator for the next update's changed files (engine/coldload.py Helper)
+        # the last plan: (its resolution, the records' serial, the desired ids it found out of sync), and the
+        # ids an incremental update changed since; see plan()
+        self._basis: tuple[Resolution, int, set[str]] | None = None
+        self._dirty: set[str] = set()
+        self._position: tuple[list[str], dict[str, int]] | None = None  # resolution order -> index
 
     def resolution(self, source, records: dict[str, Record]) -> Resolution:
         prior = _Prior(records)
@@ -76,10 +82,35 @@ class WarmPlanner:
         return self._full(source, prior)
 
     def plan(self, source, records: dict[str, Record], *, serial: int, label: str = "", max_prune: int = 10,
-             allow_prune: bool = False, created_at: str = "") -> Plan:
+             allow_prune: bool = False, created_at: str = "", records_changed=None) -> Plan:
+        """The plan of `source` against `records` (the state at `serial`). `records_changed(s)`: the ids of
+        the records written after serial `s` up to `serial` (or more), or None when that is not known (e.g.
+        store/state.py LiveRecords.changed_since). With it, a plan after an incremental update looks only at
+        the resources the last plan found out of sync, the ones the update changed and the ones whose records
+        were written since: the rest were in sync then and nothing they are compared with moved."""
         resolution = self.resolution(source, records)
-        return make_plan(resolution, records, commit=source.commit, source=label, serial=serial,
-                         max_prune=max_prune, allow_prune=allow_prune, created_at=created_at)
+        only = self._maybe_unsynced(resolution, records_changed)
+        plan = make_plan(resolution, records, commit=source.commit, source=label, serial=serial,
+                         max_prune=max_prune, allow_prune=allow_prune, created_at=created_at, only=only)
+        self._basis = (resolution, serial, {a.id for a in plan.actions if a.resource is not None})
+        self._dirty = set()
+        return plan
+
+    def _maybe_unsynced(self, resolution: Resolution, records_changed) -> list[str] | None:
+        """The desired ids that may be out of sync now, in resolution order; None: all may be."""
+        if self._basis is None or records_changed is None or self._basis[0] is not resolution:
+            return None
+        _, serial, unsynced = self._basis
+        written = records_changed(serial)
+        if written is None:
+            return None
+        ids = (unsynced | self._dirty | set(written)) & resolution.resources.keys()
+        if len(ids) * 8 > len(resolution.order):  # many: walking them all in order costs no more
+            return None
+        if self._position is None or self._position[0] is not resolution.order:
+            self._position = (resolution.order, {rid: i for i, rid in enumerate(resolution.order)})
+        self.narrowed += 1
+        return sorted(ids, key=self._position[1].__getitem__)
 
     # -- snapshots (fresh processes) ------------------------------------------------------------
     def _snapshot_key(self, source) -> str | None:
@@ -138,6 +169,7 @@ class WarmPlanner:
             return False
         self.source, self.resolver, self.restored = old, resolver, True
         self._changed_since_saved = set()
+        self._basis = None
         return True
 
     def _from_state(self, state: tuple, source) -> Resolver | None:
@@ -168,6 +200,7 @@ class WarmPlanner:
 
     def _full(self, source, prior) -> Resolution:
         self.full_resolves += 1
+        self._basis = None  # a new resolution: its first plan looks at everything (and the old one can go)
         if self.helper is not None:  # a cold load has workers of its own
             self.helper.dismiss()
             self.helper = None
@@ -266,6 +299,7 @@ class WarmPlanner:
         if not resolver.update(changed):
             self.resolver = None
             return False
+        self._dirty |= resolver.replaced.keys()
         self.cache.save()
         self._moved(source, changed_paths)
         return True

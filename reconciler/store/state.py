@@ -316,10 +316,14 @@ class LiveRecords:
     `resource_history` with the serial it moved to, so the ids written after the serial last read are the
     only ones read again (a push that re-runs one workflow reads a few rows, not 10,000)."""
 
+    LOG = 64  # incremental reads remembered for changed_since
+
     def __init__(self):
         self._records: dict[str, Record] | None = None
         self._serial: int | None = None
         self._path: Path | None = None
+        self._since: int | None = None  # the serial of the last full read: changed_since knows what came after
+        self._log: list[tuple[int, int, frozenset[str]]] = []  # (from serial, to serial, ids written between)
 
     def read(self, store: "StateStore") -> tuple[dict[str, Record], int]:
         """(records, serial) now; the dict is new each time, the records in it are shared: do not change them."""
@@ -329,6 +333,7 @@ class LiveRecords:
             path = Path(store.state_dir).resolve()
             if self._records is None or self._path != path or serial < self._serial:
                 self._records = store.records()
+                self._since, self._log = serial, []
             elif serial != self._serial:
                 changed = [r[0] for r in conn.execute(
                     "SELECT DISTINCT id FROM resource_history WHERE serial > ? AND serial <= ?",
@@ -340,8 +345,18 @@ class LiveRecords:
                 for row in rows:
                     self._records[row[0]] = _record(row)
                 self._records = dict(sorted(self._records.items()))  # in id order, as a full read gives them
+                self._log.append((self._serial, serial, frozenset(changed)))
+                while len(self._log) > self.LOG:
+                    self._since = self._log.pop(0)[1]
             self._serial, self._path = serial, path
             return dict(self._records), serial
+
+    def changed_since(self, serial: int) -> set[str] | None:
+        """The ids of records written after `serial`, up to the last read; None when this reader cannot tell
+        (`serial` is older than its last full read or than what it remembers)."""
+        if self._since is None or serial < self._since or serial > (self._serial or 0):
+            return None
+        return {rid for _, end, ids in self._log if end > serial for rid in ids}
 
 
 def _next_serial(conn) -> int:

@@ -457,6 +457,35 @@ def test_live_records_read_only_what_changed_and_agree_with_a_full_read(store):
     assert list(got) == sorted(got) and got[b.id].phase == FAILED and a.id not in got and got[c.id].phase == BLOCKED
 
 
+
+def test_live_records_tell_which_ids_were_written_since_a_serial(store):
+    from reconciler.store.state import LiveRecords
+
+    live = LiveRecords()
+    a, b, c = depot("a"), depot("b"), depot("c")
+    assert live.changed_since(0) is None  # nothing read yet
+    store.bulk_finish([Finish(a.id, READY, "ok", a, "c1"), Finish(b.id, READY, "ok", b, "c1")])
+    _, s1 = live.read(store)
+    assert live.changed_since(s1) == set()
+    store.finish(b.id, FAILED, "boom", resource=b, commit="c2")
+    _, s2 = live.read(store)
+    store.mark(c, BLOCKED, "waits")
+    store.remove(a.id)
+    _, s3 = live.read(store)
+    assert live.changed_since(s1) == {b.id, c.id, a.id}
+    assert live.changed_since(s2) == {c.id, a.id}
+    assert live.changed_since(s3) == set()
+    assert live.changed_since(s1 - 1) is None  # before the full read: unknown
+    assert live.changed_since(s3 + 1) is None  # a serial this reader has not seen
+    LiveRecords.LOG, saved = 1, LiveRecords.LOG
+    try:  # what falls out of the log is unknown, never reported as unchanged
+        store.finish(c.id, READY, "ok", resource=c, commit="c3")
+        live.read(store)
+        assert live.changed_since(s1) is None and live.changed_since(s3) == {c.id}
+    finally:
+        LiveRecords.LOG = saved
+
+
 class _Counting:
     """A DuckDB connection that notes the SQL it runs."""
 

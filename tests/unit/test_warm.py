@@ -1,4 +1,5 @@
 """The warm planner must plan exactly what a cold plan would, while reading only what changed."""
+import dataclasses
 import json
 import random
 import sqlite3
@@ -10,7 +11,7 @@ from reconciler.core.planner import make_plan
 from reconciler.engine.operations import Target, load_desired
 from reconciler.engine.warm import WarmPlanner
 from reconciler.gitops.source import GitSource
-from reconciler.core.record import READY, Record
+from reconciler.core.record import FAILED, READY, Record
 from tests.cli import repos
 from tests.conftest import GitRepo
 
@@ -279,3 +280,50 @@ def test_a_helper_is_only_started_where_it_can_help(repo, tmp_path, monkeypatch)
     with pytest.raises(ChildProcessError):
         __import__("os").waitpid(pid, 0)
     writebehind.settle()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_plans_that_look_only_at_what_moved_equal_plans_that_look_at_everything(tmp_path, seed):
+    """With the records' changes reported (as the daemon's LiveRecords does), a plan after an incremental update
+    compares only the resources the last plan found out of sync, the ones the update changed and the ones whose
+    records were written since; it must equal the plan that compares every resource."""
+    g = GitRepo(tmp_path / "repo")
+    g.commit(repos.basic(**repos.depots(40)))
+    warm = WarmPlanner(tmp_path / "state")
+    rng = random.Random(seed)
+    src = GitSource(g.repo, str(g.repo.head.target))
+    records: dict = {}
+    serial, written = 0, {}  # serial -> ids written at it
+
+    def changed_since(s):
+        return {rid for at, ids in written.items() if at > s for rid in ids}
+
+    last = warm.plan(src, records, serial=serial, records_changed=changed_since)
+    for n in range(24):
+        step = rng.choice(["edit", "edit", "apply", "apply", "fail", "same"])
+        if step == "edit":
+            src = GitSource(g.repo, g.commit(rng.choice(EDITS[:3] + EDITS[5:6])(n)))
+        elif step == "apply":  # what the last plan changed, recorded as applied
+            ids = {a.id for a in last.actions if a.resource is not None}
+            records.update({rid: rec for rid, rec in applied(last).items() if rid in ids})
+            serial += 1
+            written[serial] = ids
+        elif step == "fail" and records:  # a record written by something else: a failed run, a drift check
+            rid = rng.choice(sorted(records))
+            records[rid] = dataclasses.replace(records[rid], phase=FAILED, message="run failed")
+            serial += 1
+            written[serial] = {rid}
+        last = warm.plan(src, records, serial=serial, records_changed=changed_since)
+        whole = make_plan(warm.resolver.out, records, commit=src.commit, serial=serial)
+        assert summary(last) == summary(whole), (n, step)
+    assert warm.narrowed > 0 and warm.full_resolves == 1
+
+
+def test_without_the_records_changes_every_resource_is_compared(repo, tmp_path):
+    warm = WarmPlanner(tmp_path / "state")
+    records = applied(warm.plan(GitSource(repo.repo, str(repo.repo.head.target)), {}, serial=0))
+    commit = repo.commit(EDITS[0](1))
+    records["depot:raw"] = dataclasses.replace(records["depot:raw"], phase=FAILED)  # written, but not reported
+    got = warm.plan(GitSource(repo.repo, commit), records, serial=1)
+    assert warm.narrowed == 0
+    assert {a.id for a in got.actions} == {"depot:raw", "workflow:payments/daily"}
