@@ -32,11 +32,11 @@ class Result:
         return f"exit {self.code}\n--- stdout\n{self.out}\n--- stderr\n{self.err}"
 
 
-def run_cli(*args, cwd=None, env=None, input=None, timeout=120) -> Result:
-    """Run the real `reconciler` CLI in a fresh process."""
+def run_cli(*args, cwd=None, env=None, input=None, timeout=120, python_flags=()) -> Result:
+    """Run the real `reconciler` CLI in a fresh process (`python_flags`: for the interpreter, e.g. -X importtime)."""
     full_env = {k: v for k, v in os.environ.items() if k != "RECONCILER_STATE_DIR"}
     full_env.update(env or {})
-    p = subprocess.run([sys.executable, "-m", "reconciler", *map(str, args)], cwd=cwd, env=full_env,
+    p = subprocess.run([sys.executable, *python_flags, "-m", "reconciler", *map(str, args)], cwd=cwd, env=full_env,
                        input=input, capture_output=True, text=True, timeout=timeout)
     return Result(p.returncode, p.stdout, p.stderr)
 

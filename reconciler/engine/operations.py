@@ -237,7 +237,7 @@ def make_plan(target: Target, *, base: str | None = None, max_prune: int = 10, a
         if helper is not None:  # used or let go by then, unless reading the records failed
             helper.dismiss()
     if warm.resolver is not None:
-        _known_specs(records, warm.resolver.replaced)
+        _known_specs(records, warm.resolver.replaced, warm)
     plan = plan_(desired.resolution, records, commit=source.commit, source=source_label(target),
                  serial=serial, max_prune=max_prune, allow_prune=allow_prune, created_at=now_iso())
     plan.base = base
@@ -250,15 +250,45 @@ def make_plan(target: Target, *, base: str | None = None, max_prune: int = 10, a
     return plan, desired.diagnostics
 
 
-def _known_specs(records: dict[str, Record], replaced: dict) -> None:
-    """A changed resource's recorded spec, when it is the spec the resource had before the change (same hash),
-    is taken from there: a remembered record would read it from the state database (~0.1 s to open)."""
+def _known_specs(records: dict[str, Record], replaced: dict, warm=None) -> None:
+    """A changed resource's recorded spec, found without the state database (a remembered record reads it
+    from there: ~0.1 s to import and open DuckDB): the spec the resource had before the change when that
+    has the recorded hash, else the validated document of the applied commit's file with that hash, from
+    the document cache (the file was edited again since the snapshot the resolver was restored from)."""
     from reconciler.store.recordcache import LazyRecord
 
     for rid, old in replaced.items():
         rec = records.get(rid)
-        if isinstance(rec, LazyRecord) and not rec.spec_known and rec.hash and rec.hash == old.hash:
+        if not (isinstance(rec, LazyRecord) and not rec.spec_known and rec.hash):
+            continue
+        if rec.hash == old.hash:
             rec.spec = old.spec
+        elif warm is not None:
+            spec = _applied_spec(rec, warm)
+            if spec is not None:
+                rec.spec = spec
+
+
+def _applied_spec(rec: Record, warm) -> dict | None:
+    """The spec with `rec`'s hash among the documents of its file at its applied commit, if the document
+    cache holds them (None otherwise: the caller reads the state database)."""
+    import pygit2
+
+    source = warm.source
+    repo = getattr(source, "repo", None)
+    if repo is None or not rec.commit or not rec.file:
+        return None
+    path = f"{source.prefix}/{rec.file}" if getattr(source, "prefix", "") else rec.file
+    try:
+        blob = str(repo[rec.commit].peel(pygit2.Commit).tree[path].id)
+    except (KeyError, ValueError, pygit2.GitError):
+        return None
+    parsed = warm.cache.get(blob)
+    for doc in parsed.documents if parsed is not None else ():
+        v = warm.cache.get_validated((blob, doc.index))
+        if getattr(v, "hash", None) == rec.hash and v.identity == (rec.type, rec.workspace, rec.name):
+            return v.spec
+    return None
 
 
 def current_records(state_dir: Path) -> tuple[dict[str, Record], int]:

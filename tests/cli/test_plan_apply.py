@@ -374,3 +374,22 @@ def test_a_large_plan_is_memoised_with_its_access_diff(tmp_path):
         _, body = marshal.load(f)
         access = marshal.load(f)
     assert access == outs[0]["access"] and len(body["actions"]) == size
+
+
+def test_a_second_edit_after_an_apply_diffs_against_the_applied_spec_without_opening_the_state(git_repo, state_dir):
+    """Apply, edit a file and apply again, then edit it once more: the plan's field diff is against the spec of
+    the second apply, found in the document cache (the validated file at the applied commit) rather than read
+    from the state database, which a one-file plan would otherwise import DuckDB and open for (~0.1 s)."""
+    git_repo.commit(repos.basic())
+    assert apply(git_repo, state_dir).code == 0
+    git_repo.commit({"workflows/daily.yaml": repos.WORKFLOW.replace("amount > 0", "amount > 1")})
+    assert apply(git_repo, state_dir).code == 0
+    assert cli(git_repo, state_dir, "plan", "--detailed-exitcode").code == 0  # reads (and remembers) the records
+    git_repo.commit({"workflows/daily.yaml": repos.WORKFLOW.replace("amount > 0", "amount > 2")})
+    r = run_cli("plan", "--repo", git_repo.path, "--state-dir", state_dir, "--detailed-exitcode", env=ENV,
+                python_flags=("-X", "importtime"))
+    assert r.code == 2, r
+    assert "amount > 1" in r.out and "amount > 2" in r.out, r.out
+    imported = {line.rsplit("|", 1)[-1].strip() for line in r.err.splitlines() if line.startswith("import time:")}
+    assert "reconciler.core.planner" in imported  # the flag works
+    assert "duckdb" not in imported, "the plan opened the state database"
