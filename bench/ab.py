@@ -10,7 +10,10 @@ shadows it. Before each run the state dir is removed (`--cold`, the default) or 
     python bench/ab.py --revs HEAD~3 HEAD --runs 10 -- plan --repo R --state-dir STATE --detailed-exitcode
     python bench/ab.py --revs main . --runs 8 -- validate --repo R --state-dir STATE   # "." = the work tree
 
-STATE in the command is replaced by a state dir of each version's own. Prints, per version, the
+STATE in the command is replaced by a state dir of each version's own (`--state-from DIR`: each starts as
+a copy of DIR, e.g. an applied state; `--prepare "ARGS"`: a reconciler command run once per version
+first, untimed, e.g. a plan that fills that version's caches; `--before "SHELL"`: a command run before
+every run, e.g. a one-file commit, so that each version plans a commit of its own). Prints, per version, the
 median, first quartile and minimum of the wall time, and of the CPU time of the process and the
 children it waited for (forked workers; not the detached cache writer). Exit codes other than 0 and 2
 are reported.
@@ -61,6 +64,9 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=8, help="runs of each version")
     ap.add_argument("--warm", action="store_true", help="keep each version's state dir between runs")
     ap.add_argument("--pause", type=float, default=0.5, help="seconds between runs (a detached writer ends)")
+    ap.add_argument("--state-from", type=Path, help="copy this state dir for each version to start from")
+    ap.add_argument("--prepare", help="a reconciler command (STATE allowed) run once per version, untimed")
+    ap.add_argument("--before", help="a shell command run before every timed run")
     ap.add_argument("command", nargs=argparse.REMAINDER, help="-- and the reconciler command")
     a = ap.parse_args()
     command = a.command[1:] if a.command[:1] == ["--"] else a.command
@@ -69,13 +75,21 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="reconciler-ab-"))
     try:
         trees = [export(rev, work / f"v{i}" / "src") for i, rev in enumerate(a.revs)]
+        for i, tree in enumerate(trees):
+            if a.state_from:
+                shutil.copytree(a.state_from, work / f"v{i}" / "state", symlinks=True)
+            if a.prepare:
+                run_once(sys.executable, tree, a.prepare.split(), work / f"v{i}" / "state", False)
         walls: list[list[float]] = [[] for _ in trees]
         cpus: list[list[float]] = [[] for _ in trees]
         for k in range(a.runs):
             order = list(range(len(trees))) if k % 2 == 0 else list(reversed(range(len(trees))))
             for i in order:
                 time.sleep(a.pause)
-                wall, cpu, code = run_once(sys.executable, trees[i], command, work / f"v{i}" / "state", not a.warm)
+                if a.before:
+                    subprocess.run(a.before, shell=True, check=True)
+                wall, cpu, code = run_once(sys.executable, trees[i], command, work / f"v{i}" / "state",
+                                           not (a.warm or a.state_from))
                 walls[i].append(wall)
                 cpus[i].append(cpu)
                 if code not in (0, 2):

@@ -209,6 +209,12 @@ def _load_file(source: Source, path: str, blob_id: str, cache: ParseCache | None
     return load_files(source, [(path, blob_id)], max_bytes, cache)[0]
 
 
+def read_checked(source: Source, path: str, blob_id: str, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes | FileResult:
+    """The file's bytes, or a FileResult with the error that stops it from being parsed (too large: told
+    from its size alone where the source can; unreadable)."""
+    return _read(source, path, blob_id, max_bytes)
+
+
 def _read(source: Source, path: str, blob_id: str, max_bytes: int) -> bytes | FileResult:
     """The file's bytes, or a FileResult with the error that stops it from being parsed."""
     size_of = getattr(source, "size", None)

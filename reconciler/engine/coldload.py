@@ -220,26 +220,27 @@ def _row_filter(spec: dict | None) -> str | None:
 
 class Helper:
     """A worker forked ahead of a warm `plan` or `validate`, so that the files a commit changed are
-    validated on the other core while this process restores its snapshot (and reads the recorded state).
+    validated on the other core while this process restores its snapshot and reads the recorded state.
 
     A one-file `plan` as a fresh process spent ~0.2 s importing pydantic and building models, only to
     validate the changed file; restoring the snapshot and reading the records take as long again and need
-    no models. So `start` (in a `plan` once its memo missed) forks a child that imports the models while
-    this process goes on; `validate(cache, share)` hands it the changed files (path, blob), waits, and takes
-    its results into `cache` as a cold load takes its workers' (this process never imports the models). A
-    resolve that needs no help (nothing changed, or a full resolve) `dismiss`es it. Only in a one-shot
+    no models. So `start` (in a `plan` once its memo missed) forks a child that imports the models, each
+    type's too (`resources.preload`) until its work comes, while this process goes on; `validate(cache,
+    share, source)` reads the changed files (path, blob) here, hands their bytes to it, waits, and takes
+    its results into `cache` as a cold load takes its workers' (this process never imports the models).
+    A resolve that needs no help (nothing changed, or a full resolve) `dismiss`es it. Only in a one-shot
     command where forking is safe (store/writebehind.py), with a second CPU and a document cache to build
-    on. Forking costs ~10 ms here."""
+    on. Forking costs ~10 ms here. Forked before the repository is opened, it saved no more (the child's
+    imports then slowed this process's own start) and cost a plan answered from its memo ~0.09 s."""
 
     def __init__(self, pid: int, share_w: int, out):
         self.pid, self._share_w, self._out = pid, share_w, out
 
     @classmethod
-    def start(cls, source, state_dir: Path) -> "Helper | None":
+    def start(cls, state_dir: Path) -> "Helper | None":
         from reconciler.store.doccache import CACHE_FILE
 
-        if not (writes_behind() and workers_available() > 1 and getattr(source, "tree", None) is not None
-                and (Path(state_dir) / "cache" / CACHE_FILE).exists()):
+        if not (writes_behind() and workers_available() > 1 and (Path(state_dir) / "cache" / CACHE_FILE).exists()):
             return None
         share_r, share_w = os.pipe()
         out = tempfile.TemporaryFile(prefix="reconciler-help-")
@@ -252,17 +253,24 @@ class Helper:
             return None
         if pid == 0:  # the child: never returns
             os.close(share_w)
-            _helper_child(source, share_r, state_dir, out)
+            _helper_child(share_r, state_dir, out)
         os.close(share_r)
         return cls(pid, share_w, out)
 
-    def validate(self, cache, share: list[tuple[str, str]]) -> None:
-        """Parse and validate `share` in the helper; its results land in `cache` (what it did not finish,
-        the caller parses and validates itself, as after any cache miss)."""
+    def validate(self, cache, share: list[tuple[str, str]], source) -> None:
+        """Parse and validate `share` in the helper; its results land in `cache` (what it did not finish, and
+        files too large or unreadable, the caller parses and validates itself, as after any cache miss)."""
+        from reconciler.core.loader import read_checked
+
+        payload = []
+        for path, blob in share:
+            data = read_checked(source, path, blob, DEFAULT_MAX_BYTES)
+            if isinstance(data, bytes):
+                payload.append((path, blob, data))
         try:
             with os.fdopen(self._share_w, "wb") as pipe:
                 self._share_w = None
-                pipe.write(marshal.dumps(share))
+                pipe.write(marshal.dumps(payload))
         except OSError:  # the helper is gone: nothing to take
             pass
         os.waitpid(self.pid, 0)
@@ -282,22 +290,38 @@ class Helper:
             self._out.close()
 
 
-def _helper_child(source, share_r: int, state_dir: Path, out) -> None:
+class _Bytes:
+    """The files a helper was handed, as the loader reads a source."""
+
+    def __init__(self, data: dict[str, bytes]):
+        self.data = data
+
+    def read(self, path: str) -> bytes:
+        return self.data[path]
+
+
+def _helper_child(share_r: int, state_dir: Path, out) -> None:
     code = 1
     try:
         import gc
 
         gc.disable()  # a short-lived process that frees nothing
-        # what any validation needs, imported while the parent restores its snapshot
+        # what any validation needs, imported while the parent opens the repository and restores its snapshot
+        import select
+
         import reconciler.core.loader  # noqa: F401
         import reconciler.core.resolve  # noqa: F401
-        import reconciler.core.resources  # noqa: F401
+        from reconciler.core.resources import preload
         from reconciler.store.doccache import DocCache
 
+        # then each type's models, until the parent hands over the files (or lets this helper go)
+        preload(lambda: bool(select.select([share_r], [], [], 0)[0]))
         with os.fdopen(share_r, "rb") as pipe:
             data = pipe.read()
         if data:  # nothing when the parent let it go
-            _send(DocCache(state_dir), list(_work(source, marshal.loads(data))), out)
+            payload = marshal.loads(data)
+            files = _Bytes({path: content for path, _, content in payload})
+            _send(DocCache(state_dir), list(_work(files, [(path, blob) for path, blob, _ in payload])), out)
             out.flush()
         code = 0
     except BaseException:  # noqa: BLE001  the parent validates what this helper did not

@@ -285,7 +285,7 @@ class WarmPlanner:
                     blobs[path] = str(source.tree[path].id)
                 except KeyError:
                     blobs[path] = None
-        self._help(blobs)
+        self._help(blobs, source)
         changed = {path: None if blob is None else load_file(source, path, blob, self.cache)
                    for path, blob in blobs.items()}
         if not changed:
@@ -304,7 +304,7 @@ class WarmPlanner:
         self._moved(source, changed_paths)
         return True
 
-    def _help(self, blobs: dict[str, str | None]) -> None:
+    def _help(self, blobs: dict[str, str | None], source) -> None:
         """The changed files missing from the cache, parsed and validated by the helper, if there is one
         (engine/coldload.py Helper); it is let go when there are none."""
         helper, self.helper = self.helper, None
@@ -312,7 +312,7 @@ class WarmPlanner:
             return
         todo = [(path, blob) for path, blob in blobs.items() if blob is not None and not self.cache.has(blob)]
         if todo:
-            helper.validate(self.cache, todo)
+            helper.validate(self.cache, todo, source)
         else:
             helper.dismiss()
 

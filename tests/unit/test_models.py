@@ -652,3 +652,19 @@ def test_validating_a_batch_gives_each_document_its_own_result():
     assert batch[4].identity == ("depot", None, "raw2")
     assert batch[3].spec["workspace"] == "public" and batch[3].identity == ("secret", "public", "api-key")
     assert "colour" in batch[4].diagnostics[0].message
+
+
+def test_preload_imports_the_models_type_by_type_until_it_is_told_to_stop():
+    """A helper process imports models while it waits for work (engine/coldload.py) and stops when it comes."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from reconciler.core.resources import preload; asked = []; "
+            "preload(lambda: len(asked.append(1) or asked) > {n}); "
+            "print(','.join(sorted(m.rsplit('.', 1)[1] for m in sys.modules if m.startswith('reconciler.core.resources.'))))")
+    def loaded(n):
+        out = subprocess.run([sys.executable, "-c", code.format(n=n)], capture_output=True, text=True, check=True)
+        return set(out.stdout.strip().split(","))
+    none, first, everything = loaded(0), loaded(2), loaded(99)
+    assert "workflow" not in none and "workflow" in first and "policy" not in first
+    assert {"workflow", "depot", "policy", "operator", "dataproduct"} <= everything

@@ -60,6 +60,20 @@ class TypeInfo:
 _LOADED: dict[str, type[BaseModel]] = {}  # type -> its model class, once imported
 
 
+def preload(stop) -> None:
+    """Import the models one type after another, the most common first, until `stop()` says their time is up
+    (a helper process waiting for work: each module imported ahead is ~5-40 ms less once the work comes)."""
+    for name in ("workflow", "depot", "policy", "service", "workspace", "secret", "bundle", "dataproduct", "stack",
+                 "operator"):
+        if stop():
+            return
+        TYPES[name].model
+        if name == "workflow":
+            if stop():
+                return
+            from croniter import croniter  # noqa: F401  (schedules are validated with it)
+
+
 TYPES: dict[str, TypeInfo] = {name: TypeInfo(name, SCOPES[name], _REPLACE.get(name, ())) for name in _MODELS}
 
 
