@@ -185,6 +185,10 @@ def _detach() -> None:
     if pid is None:
         settle()
     else:
+        # handed over; what the writes would have written stays referenced until the process leaves with
+        # os._exit: dropping the last references here freed the parsed repository one object at a time
+        # (~45 ms of a 10,000-file cold plan, after its output was out but before it exited)
+        _retained.append(list(_queued))
         _queued.clear()
 
 
