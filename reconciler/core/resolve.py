@@ -451,6 +451,12 @@ class Resolver:
             self.memo.put(key, problem or "")
         return problem
 
+    def validated_hash(self, rid: str) -> str | None:
+        """The hash resource `rid`'s document validated to (its spec's; a resource's own hash may add the
+        hashes of files it references)."""
+        v = self._validated.get(rid)
+        return v.hash if v is not None else None
+
     # -- incremental update (the daemon's warm path) ---------------------------------------------
     def update(self, changed: dict) -> bool:
         """Apply changed files (path -> FileResult, or None when removed) to the last resolution.

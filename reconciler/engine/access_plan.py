@@ -79,10 +79,11 @@ def touches_policies(plan: Plan) -> bool:
     return any(a.type == "policy" and a.action in (CREATE, UPDATE, REPLACE, DELETE) for a in plan.actions)
 
 
-def plan_access(plan: Plan, records: dict[str, "Record"], desired: dict[str, "Resource"], state_dir: Path | None,
-                instance: InstanceSubjects | None = None) -> list[dict]:
+def plan_access(plan: Plan, records: dict[str, "Record"], desired: "dict[str, Resource] | DesiredFacts",
+                state_dir: Path | None, instance: InstanceSubjects | None = None) -> list[dict]:
     """The access changes `plan` makes, as dicts {subject, dataset, change, detail}, ordered by dataset and
-    subject; [] at once when the plan creates, updates or deletes no policy."""
+    subject; [] at once when the plan creates, updates or deletes no policy. `desired`: the desired resources,
+    or only what is read of them (DesiredFacts, engine/access_ahead.py)."""
     if not touches_policies(plan):
         return []
     old_specs = {r.name: r.spec for r in records.values() if r.type == "policy" and r.spec}
@@ -235,16 +236,32 @@ def known_datasets(records: dict[str, "Record"], desired: dict[str, "Resource"],
     return _known_datasets(records, desired, state_dir, select)[0]
 
 
+@dataclass(frozen=True)
+class DesiredFacts:
+    """What the access diff reads of the desired resources: each one's `owner:` by id, and the datasets
+    they will create (address, owner, column tags) in resource order, as `dataset_facts` gives them."""
+
+    owners: dict[str, str | None]
+    datasets: list[tuple[str, str | None, dict[str, list[str]]]]
+
+
 def _known_datasets(records, desired, state_dir, select) -> tuple[list[DatasetInfo], set[str]]:
     """known_datasets, and the addresses among them that are not catalogued yet."""
+    facts = desired if isinstance(desired, DesiredFacts) else None
+
     def owner_of(rid: str):  # only for the datasets read below: specs of restored resources load on use
-        r = desired.get(rid)
-        if r is not None:
-            return r.spec.get("owner")
+        if facts is not None:
+            if rid in facts.owners:
+                return facts.owners[rid]
+        else:
+            r = desired.get(rid)
+            if r is not None:
+                return r.spec.get("owner")
         rec = records.get(rid)
         return (rec.spec or {}).get("owner") if rec is not None else None
 
-    planned = {a: (owner, columns) for a, owner, columns in _desired_datasets(desired.values())}
+    rows = facts.datasets if facts is not None else _desired_datasets(desired.values())
+    planned = {a: (owner, columns) for a, owner, columns in rows}
     with _catalog(state_dir) as catalog:
         rows = {r["address"]: r for r in (catalog.datasets() if catalog is not None else ())}
         keep = select(sorted(rows.keys() | planned.keys())) if select else rows.keys() | planned.keys()
@@ -281,20 +298,24 @@ def _catalog(state_dir: Path | None):
 
 def _desired_datasets(resources: Iterable["Resource"]) -> Iterable[tuple[str, str | None, dict[str, list[str]]]]:
     for r in resources:
-        spec = r.spec
-        if r.type == "workflow":
-            for job in (spec.get("workflow") or {}).get("dag") or ():
-                if job.get("stack") not in WRITING_STACKS:
-                    continue
-                for o in (job.get("spec") or {}).get("outputs") or ():
-                    address = o.get("dataset") if isinstance(o, dict) else None
-                    if isinstance(address, str) and address.startswith("lake://"):
-                        yield address, spec.get("owner"), {}  # columns unknown until the job runs
-        elif r.type == "depot":
-            section = spec.get("depot") or {}
-            tags: dict[str, dict[str, list[str]]] = {}
-            for key, value in (section.get("column_tags") or {}).items():
-                dataset, _, column = key.rpartition(".")
-                tags.setdefault(dataset, {})[column] = list(value or ())
-            for name in section.get("datasets") or ():
-                yield f"depot://{r.name}/{name}", spec.get("owner"), tags.get(name, {})
+        yield from dataset_facts(r.type, r.name, r.spec)
+
+
+def dataset_facts(type_: str, name: str, spec: dict) -> Iterable[tuple[str, str | None, dict[str, list[str]]]]:
+    """The datasets a desired resource will create: (address, owner team, column tags)."""
+    if type_ == "workflow":
+        for job in (spec.get("workflow") or {}).get("dag") or ():
+            if job.get("stack") not in WRITING_STACKS:
+                continue
+            for o in (job.get("spec") or {}).get("outputs") or ():
+                address = o.get("dataset") if isinstance(o, dict) else None
+                if isinstance(address, str) and address.startswith("lake://"):
+                    yield address, spec.get("owner"), {}  # columns unknown until the job runs
+    elif type_ == "depot":
+        section = spec.get("depot") or {}
+        tags: dict[str, dict[str, list[str]]] = {}
+        for key, value in (section.get("column_tags") or {}).items():
+            dataset, _, column = key.rpartition(".")
+            tags.setdefault(dataset, {})[column] = list(value or ())
+        for dataset in section.get("datasets") or ():
+            yield f"depot://{name}/{dataset}", spec.get("owner"), tags.get(dataset, {})

@@ -39,19 +39,102 @@ def workers_available() -> int:
         return max(1, min(os.cpu_count() or 1, 8))
 
 
-def load_cold(source, paths, cache, state_dir: Path, workers: int | None = None) -> LoadResult:
-    """`loader.load(source, paths, cache)`, with the files missing from `cache` done by `workers` processes."""
+def load_cold(source, paths, cache, state_dir: Path, workers: int | None = None, side=None) -> LoadResult:
+    """`loader.load(source, paths, cache)`, with the files missing from `cache` done by `workers` processes.
+
+    `side`: work for the worker once its share is done (see SideJob), when there is exactly one worker;
+    `side.started` says whether it was handed over."""
     workers = workers_available() if workers is None else workers
     if workers > 1:
         selected = select_files(source, paths)
         cache.prefetch([blob for _, blob in selected])
         missing = [(path, blob) for path, blob in selected if not cache.has(blob)]
         if len(missing) >= MIN_FILES and cache.ready_for_writers():
-            _fill(source, missing, cache, state_dir, workers)
+            _fill(source, missing, cache, state_dir, workers, side if workers == 2 else None)
     return load(source, paths, cache=cache)
 
 
-def _fill(source, missing: list[tuple[str, str]], cache, state_dir: Path, workers: int) -> None:
+class SideJob:
+    """Work a cold load's worker does with the validation results of the whole repository once its own share
+    is done, on the core this process's serial rest (linking, planning) leaves idle.
+
+    `collect(path, index, validated)` is called in both processes for each validated document of their own
+    share (`validated` is a Validated in this process, its stored form in the worker) and returns plain data
+    or None; this process sends what it collected to the worker, which calls `run(its own + ours)` and
+    writes the (marshallable) answer back. `answer()` in this process waits for it: None when the worker
+    failed or was never started. The caller must check that the answer fits what it resolved."""
+
+    started = False
+
+    def collect(self, path: str, index: int, validated) -> object | None:  # pragma: no cover (abstract)
+        raise NotImplementedError
+
+    def run(self, items: list) -> object:  # pragma: no cover (abstract)
+        raise NotImplementedError
+
+    def _begin(self) -> None:
+        self._mine: list = []
+        self._in = tempfile.TemporaryFile(prefix="reconciler-side-in-")
+        self._out = tempfile.TemporaryFile(prefix="reconciler-side-out-")
+        self._go_r, self._go_w = os.pipe()  # this process -> the worker: our items are in _in
+        self._done_r, self._done_w = os.pipe()  # the worker -> this process: the answer is in _out
+
+    def _add(self, path: str, index: int, validated) -> None:
+        item = self.collect(path, index, validated)
+        if item is not None:
+            self._mine.append(item)
+
+    def _hand_over(self) -> None:
+        """In this process, after its own share: our items to the worker."""
+        try:
+            self._in.write(marshal.dumps(self._mine))
+            self._in.flush()
+            os.write(self._go_w, b".")
+            self.started = True
+        except (OSError, ValueError):  # not plain data, a full disk: the caller does the work itself
+            pass
+        finally:
+            os.close(self._go_w)
+            os.close(self._go_r)
+            os.close(self._done_w)
+            self._mine = []
+
+    def _in_worker(self) -> None:
+        """In the worker, after its own share: wait for this process's items, run, write the answer."""
+        os.close(self._go_w)
+        os.close(self._done_r)
+        try:
+            if os.read(self._go_r, 1) != b".":
+                return  # this process did not hand over (it failed, or gave up)
+            self._in.seek(0)
+            answer = self.run(self._mine + marshal.loads(self._in.read()))
+            self._out.write(marshal.dumps(answer))
+            self._out.flush()
+            os.write(self._done_w, b".")
+        except Exception:  # noqa: BLE001  this process does the work itself when no answer comes
+            pass
+        finally:
+            os.close(self._done_w)
+
+    def answer(self):
+        """The worker's answer (waiting for it), or None."""
+        if not self.started:
+            return None
+        self.started = False
+        try:
+            if os.read(self._done_r, 1) != b".":
+                return None
+            self._out.seek(0)
+            return marshal.loads(self._out.read())
+        except (OSError, ValueError, EOFError, TypeError):
+            return None
+        finally:
+            os.close(self._done_r)
+            self._out.close()
+            self._in.close()
+
+
+def _fill(source, missing: list[tuple[str, str]], cache, state_dir: Path, workers: int, side=None) -> None:
     chunks = _chunks(missing, workers)
     # the work queue: every chunk's number in a pipe, written before forking; each process reads the next
     # number (a 4-byte read from a pipe is not split between readers) until none is left, so a process
@@ -62,6 +145,8 @@ def _fill(source, missing: list[tuple[str, str]], cache, state_dir: Path, worker
     finally:
         os.close(queue_w)
     children = []
+    if side is not None:
+        side._begin()
     try:
         for _ in range(workers - 1):
             out = tempfile.TemporaryFile(prefix="reconciler-load-")
@@ -69,18 +154,22 @@ def _fill(source, missing: list[tuple[str, str]], cache, state_dir: Path, worker
             pid = os.fork()
             if pid == 0:  # the child: never returns
                 os.close(done_r)
-                _child(source, chunks, queue_r, state_dir, out, done_w)
+                _child(source, chunks, queue_r, state_dir, out, done_w, side)
             os.close(done_w)
             children.append((pid, out, done_r))
         # this process's own chunks, straight into the cache like any parse (and validated into its memo)
         with gc_paused():
             for index in _taken(queue_r):
-                for _, blob, entry, validated in _work(source, chunks[index], stored_form=False):
+                for path, blob, entry, validated in _work(source, chunks[index], stored_form=False):
                     cache.put_entry(blob, entry)
                     for key, v in validated:
                         cache.put_validated(key, v)
+                        if side is not None and type(key) is tuple:
+                            side._add(path, key[1], v)
     finally:
         os.close(queue_r)
+        if side is not None:
+            side._hand_over()
     cache.save(behind=True)  # written by a child of its own while this process takes the workers' results
     for pid, out, done_r in children:
         # a worker says it is done (or dies: end of file) once its results are all in `out`; it writes its
@@ -112,10 +201,11 @@ def _taken(queue_r: int):
         yield struct.unpack("<I", raw)[0]
 
 
-def _child(source, chunks, queue_r: int, state_dir: Path, out, done_w: int) -> None:
+def _child(source, chunks, queue_r: int, state_dir: Path, out, done_w: int, side=None) -> None:
     """A worker: takes chunks from the queue; each chunk's results go, framed, to `out` for the parent,
-    chunk by chunk. With the queue empty it tells the parent (`done_w`), and only then writes them to the
-    cache (its own connection: a SQLite connection must not cross a fork), while the parent goes on."""
+    chunk by chunk. With the queue empty it tells the parent (`done_w`), does the `side` job if there is one,
+    and only then writes them to the cache (its own connection: a SQLite connection must not cross a fork),
+    while the parent goes on."""
     code = 1
     try:
         import gc
@@ -125,10 +215,18 @@ def _child(source, chunks, queue_r: int, state_dir: Path, out, done_w: int) -> N
 
         cache = DocCache(state_dir)
         for index in _taken(queue_r):
-            _send(cache, list(_work(source, chunks[index])), out, stored=True)
+            items = list(_work(source, chunks[index]))
+            _send(cache, items, out, stored=True)
+            if side is not None:
+                for path, _, _, validated in items:
+                    for key, v in validated:
+                        if type(key) is tuple:
+                            side._add(path, key[1], v)
         out.flush()
         os.write(done_w, b".")
         os.close(done_w)
+        if side is not None:
+            side._in_worker()  # its answer is what the parent waits for last: before the cache
         cache.save()
         code = 0
     except BaseException:  # noqa: BLE001  the parent parses what this worker did not finish

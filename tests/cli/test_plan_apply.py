@@ -2,6 +2,8 @@
 import subprocess
 import sys
 
+import pygit2
+import pytest
 
 from tests.conftest import run_cli
 from tests.cli import repos
@@ -342,13 +344,9 @@ def test_plan_leaves_its_caches_written_when_it_exits(git_repo, state_dir):
     assert r.code == 0 and r.json["valid"] and r.json["resources"] == 4, r
 
 
-def test_a_large_plan_is_memoised_with_its_access_diff(tmp_path):
-    """A one-shot plan's memo is written by a detached child after the command has answered
-    (store/writebehind.py, store/planmemo.py): the memo holds the whole plan, access included, and the
-    next plan of the same commit and state, started at once, waits for it and answers from it."""
+def _generated(repo) -> int:
+    """A bench repository (bench/gen_repo.py) with enough files for the cold load's worker; its size."""
     import importlib.util
-    import json
-    import marshal
     from pathlib import Path
 
     from reconciler.engine.coldload import MIN_FILES
@@ -358,9 +356,48 @@ def test_a_large_plan_is_memoised_with_its_access_diff(tmp_path):
     gen_repo = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = gen_repo  # its dataclasses look their module up
     spec.loader.exec_module(gen_repo)
-    repo, state = tmp_path / "repo", tmp_path / "state"
-    size = MIN_FILES + 100  # enough files for the cold load's worker too
+    size = MIN_FILES + 100
     gen_repo.generate(repo, size, 20)
+    return size
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("twist", ["as generated", "a duplicate policy"])
+def test_a_cold_plan_on_two_cores_equals_the_plan_on_one(tmp_path, twist):
+    """A cold plan forks a worker that also works out the access diff from its guess of the plan
+    (engine/access_ahead.py); with the guess right or wrong (a duplicate id: the resolver drops one), the plan
+    equals the one a single process makes (RECONCILER_NO_FORK=1), access diff included."""
+    import json
+
+    repo = tmp_path / "repo"
+    _generated(repo)
+    if twist == "a duplicate policy":
+        policy = sorted(repo.glob("teams/*/policy-*.yaml"))[0]
+        g = pygit2.Repository(str(repo))
+        (repo / "zz-copy.yaml").write_text(policy.read_text())
+        g.index.add_all()
+        g.index.write()
+        sig = pygit2.Signature("t", "t@example.com")
+        g.create_commit("HEAD", sig, sig, "copy", g.index.write_tree(), [g.head.target])
+    plans = []
+    for env in ({}, {"RECONCILER_NO_FORK": "1"}):
+        r = run_cli("plan", "--repo", repo, "--state-dir", tmp_path / f"state{len(plans)}", "-o", "json", env=env)
+        assert r.code == (1 if twist == "a duplicate policy" else 0), r
+        plan = json.loads(r.out)
+        plan.pop("created_at")
+        plans.append(plan)
+    assert plans[0] == plans[1] and plans[0]["access"]
+
+
+def test_a_large_plan_is_memoised_with_its_access_diff(tmp_path):
+    """A one-shot plan's memo is written by a detached child after the command has answered
+    (store/writebehind.py, store/planmemo.py): the memo holds the whole plan, access included, and the
+    next plan of the same commit and state, started at once, waits for it and answers from it."""
+    import json
+    import marshal
+
+    repo, state = tmp_path / "repo", tmp_path / "state"
+    size = _generated(repo)
     outs = []
     for _ in range(2):
         r = run_cli("plan", "--repo", repo, "--state-dir", state, "-o", "json")
