@@ -139,11 +139,13 @@ def select_files(source: Source, paths: list[str] | None = None) -> list[tuple[s
 
 
 def load(source: Source, paths: list[str] | None = None, cache: ParseCache | None = None,
-         max_bytes: int = DEFAULT_MAX_BYTES) -> LoadResult:
+         max_bytes: int = DEFAULT_MAX_BYTES, selected: list[tuple[str, str]] | None = None) -> LoadResult:
     """Parse every selected YAML file of `source`. Results may come from `cache`
-    and be shared with it: treat documents' data as read-only."""
+    and be shared with it: treat documents' data as read-only. `selected`: `select_files(source, paths)`,
+    when the caller has it already."""
     result = LoadResult()
-    selected = select_files(source, paths)
+    if selected is None:
+        selected = select_files(source, paths)
     prefetch = getattr(cache, "prefetch", None)
     if prefetch is not None:  # one read of the cache for a large load, not one per file
         prefetch([blob_id for _, blob_id in selected])

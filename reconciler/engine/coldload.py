@@ -45,13 +45,14 @@ def load_cold(source, paths, cache, state_dir: Path, workers: int | None = None,
     `side`: work for the worker once its share is done (see SideJob), when there is exactly one worker;
     `side.started` says whether it was handed over."""
     workers = workers_available() if workers is None else workers
+    selected = None
     if workers > 1:
         selected = select_files(source, paths)
         cache.prefetch([blob for _, blob in selected])
         missing = [(path, blob) for path, blob in selected if not cache.has(blob)]
         if len(missing) >= MIN_FILES and cache.ready_for_writers():
             _fill(source, missing, cache, state_dir, workers, side if workers == 2 else None)
-    return load(source, paths, cache=cache)
+    return load(source, paths, cache=cache, selected=selected)
 
 
 class SideJob:
