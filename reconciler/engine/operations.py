@@ -85,13 +85,13 @@ def load_desired(target: Target, records: dict[str, Record] | None = None, sourc
 
 
 def _desired(target: Target, records: dict[str, Record], source,
-             snapshot: bool = True, helper=None, side=None) -> "tuple[Desired, WarmPlanner]":
+             snapshot: bool = True, helper=None, side_for=None) -> "tuple[Desired, WarmPlanner]":
     from reconciler.core.loader import gc_paused
     from reconciler.engine.warm import WarmPlanner
 
     known = target.subjects.known_for_validation() if target.subjects else None
     warm = WarmPlanner(Path(target.state_dir), target.paths, known)
-    warm.helper, warm.side = helper, side
+    warm.helper, warm.side_for = helper, side_for
     # Loading allocates millions of long-lived objects and no garbage cycles: the cyclic GC would
     # rescan them on every allocation burst (~1.5 s of a 10,000-file validate), so it pauses, and
     # what was built is frozen out of later collections.
@@ -222,7 +222,6 @@ def make_plan(target: Target, *, base: str | None = None, max_prune: int = 10, a
         return plan, [Diagnostic(**d) for d in plan.diagnostics]
 
     from reconciler.core.planner import make_plan as plan_
-    from reconciler.engine.access_ahead import AccessAhead
 
     helper = None
     if not base and getattr(source, "tree", None) is not None:
@@ -237,8 +236,8 @@ def make_plan(target: Target, *, base: str | None = None, max_prune: int = 10, a
         else:
             records, serial = current_records(Path(target.state_dir))
         # a cold load's worker works out the access diff meanwhile, if the plan is what it guesses
-        side = None if base else AccessAhead(records, Path(target.state_dir), target.subjects)
-        desired, warm = _desired(target, records, source, helper=helper, side=side)
+        desired, warm = _desired(target, records, source, helper=helper,
+                                 side_for=None if base else lambda: _access_ahead(records, target))
     finally:
         if helper is not None:  # used or let go by then, unless reading the records failed
             helper.dismiss()
@@ -247,6 +246,7 @@ def make_plan(target: Target, *, base: str | None = None, max_prune: int = 10, a
     plan = plan_(desired.resolution, records, commit=source.commit, source=source_label(target),
                  serial=serial, max_prune=max_prune, allow_prune=allow_prune, created_at=now_iso())
     plan.base = base
+    side = warm.side
     ahead = side.rows_for(plan, desired.resolution, warm.resolver.validated_hash) \
         if side is not None and side.started and warm.resolver is not None else None
     plan.access = ahead if ahead is not None else _access(plan, records, desired.resolution, target)
@@ -256,6 +256,12 @@ def make_plan(target: Target, *, base: str | None = None, max_prune: int = 10, a
     if not base:
         plan.origin = (desired.resolution, options, warm)
     return plan, desired.diagnostics
+
+
+def _access_ahead(records: dict[str, Record], target: Target):
+    from reconciler.engine.access_ahead import AccessAhead
+
+    return AccessAhead(records, Path(target.state_dir), target.subjects)
 
 
 def _known_specs(records: dict[str, Record], replaced: dict, warm=None) -> None:

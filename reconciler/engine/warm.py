@@ -58,7 +58,10 @@ class WarmPlanner:
         # repository never enter this process, whose memory would keep their high-water mark (the daemon)
         self.isolate = isolate
         self.helper = None  # a forked validator for the next update's changed files (engine/coldload.py Helper)
-        self.side = None  # work for a cold load's worker once its share is done (engine/coldload.py SideJob)
+        # work for a cold load's worker once its share is done (engine/coldload.py SideJob): made by `side_for`
+        # (the SideJob's module is imported only for a cold load), the last one made kept in `side`
+        self.side_for = None
+        self.side = None
         # the last plan: (its resolution, the records' serial, the desired ids it found out of sync), and the
         # ids an incremental update changed since; see plan()
         self._basis: tuple[Resolution, int, set[str]] | None = None
@@ -208,6 +211,7 @@ class WarmPlanner:
         if self.isolate and self._full_elsewhere(source, prior):
             return self.resolver.out
         with gc_paused():
+            self.side = self.side_for() if self.side_for is not None else None
             result: LoadResult = load_cold(source, self.paths, self.cache, self.state_dir, side=self.side)
             resolver = self._resolver(source, prior)
             resolver.resolve(result.files, result.documents)
