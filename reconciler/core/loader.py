@@ -187,7 +187,7 @@ def load_files(source: Source, share: list[tuple[str, str]], max_bytes: int = DE
     while start < len(share):
         batch, held = [], 0
         for path, blob_id in share[start:start + READ_BATCH]:
-            data = _read(source, path, blob_id, max_bytes)
+            data = read_checked(source, path, blob_id, max_bytes)
             batch.append((path, blob_id, data))
             start += 1
             held += 0 if isinstance(data, FileResult) else len(data)
@@ -214,11 +214,6 @@ def _load_file(source: Source, path: str, blob_id: str, cache: ParseCache | None
 def read_checked(source: Source, path: str, blob_id: str, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes | FileResult:
     """The file's bytes, or a FileResult with the error that stops it from being parsed (too large: told
     from its size alone where the source can; unreadable)."""
-    return _read(source, path, blob_id, max_bytes)
-
-
-def _read(source: Source, path: str, blob_id: str, max_bytes: int) -> bytes | FileResult:
-    """The file's bytes, or a FileResult with the error that stops it from being parsed."""
     size_of = getattr(source, "size", None)
     fits = getattr(source, "fits", None)  # a source that vouches for a small file without even its size
     try:

@@ -63,12 +63,13 @@ class AccessAhead(SideJob):
 
         items.sort(key=lambda item: (item[0], item[1]))  # the loader's order: files by path, documents by index
         owners: dict[str, str | None] = {}
+        hashes: dict[str, str] = {}
         datasets: list = []
         actions = []
         for _, _, rid, hash_, owner, payload in items:
             if rid in owners:
                 return None  # duplicate ids: the resolver reports them, and drops one
-            owners[rid] = owner
+            owners[rid], hashes[rid] = owner, hash_
             if rid.startswith("policy:"):
                 rec = self.records.get(rid)
                 if rec is None or rec.hash != hash_ or rec.phase != READY:
@@ -80,7 +81,6 @@ class AccessAhead(SideJob):
             rec = self.records[rid]
             if rec.type == "policy":
                 actions.append(Action(id=rid, action=DELETE, type="policy", name=rec.name))
-        hashes = {rid: hash_ for _, _, rid, hash_, _, _ in items}
         policy_changes = {a.name: ("-" if a.action == DELETE else hashes[a.id]) for a in actions}
         rows = plan_access(Plan(actions=actions), self.records, DesiredFacts(owners, datasets), self.state_dir,
                            self.instance)

@@ -260,8 +260,8 @@ def _known_datasets(records, desired, state_dir, select) -> tuple[list[DatasetIn
         rec = records.get(rid)
         return (rec.spec or {}).get("owner") if rec is not None else None
 
-    rows = facts.datasets if facts is not None else _desired_datasets(desired.values())
-    planned = {a: (owner, columns) for a, owner, columns in rows}
+    created = facts.datasets if facts is not None else _desired_datasets(desired.values())
+    planned = {a: (owner, columns) for a, owner, columns in created}
     with _catalog(state_dir) as catalog:
         rows = {r["address"]: r for r in (catalog.datasets() if catalog is not None else ())}
         keep = select(sorted(rows.keys() | planned.keys())) if select else rows.keys() | planned.keys()

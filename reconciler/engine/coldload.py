@@ -80,10 +80,14 @@ class SideJob:
         self._go_r, self._go_w = os.pipe()  # this process -> the worker: our items are in _in
         self._done_r, self._done_w = os.pipe()  # the worker -> this process: the answer is in _out
 
-    def _add(self, path: str, index: int, validated) -> None:
-        item = self.collect(path, index, validated)
-        if item is not None:
-            self._mine.append(item)
+    def _add_all(self, path: str, validated: list) -> None:
+        """The (memo key, result) pairs `_work` made of one file: each document's through `collect` (the
+        policy filter verdicts beside them have keys of their own)."""
+        for key, v in validated:
+            if type(key) is tuple:
+                item = self.collect(path, key[1], v)
+                if item is not None:
+                    self._mine.append(item)
 
     def _hand_over(self) -> None:
         """In this process, after its own share: our items to the worker."""
@@ -165,8 +169,8 @@ def _fill(source, missing: list[tuple[str, str]], cache, state_dir: Path, worker
                     cache.put_entry(blob, entry)
                     for key, v in validated:
                         cache.put_validated(key, v)
-                        if side is not None and type(key) is tuple:
-                            side._add(path, key[1], v)
+                    if side is not None:
+                        side._add_all(path, validated)
     finally:
         os.close(queue_r)
         if side is not None:
@@ -220,9 +224,7 @@ def _child(source, chunks, queue_r: int, state_dir: Path, out, done_w: int, side
             _send(cache, items, out, stored=True)
             if side is not None:
                 for path, _, _, validated in items:
-                    for key, v in validated:
-                        if type(key) is tuple:
-                            side._add(path, key[1], v)
+                    side._add_all(path, validated)
         out.flush()
         os.write(done_w, b".")
         os.close(done_w)
@@ -336,10 +338,11 @@ class Helper:
         self.pid, self._share_w, self._out = pid, share_w, out
 
     @classmethod
-    def start(cls, state_dir: Path) -> "Helper | None":
+    def start(cls, source, state_dir: Path) -> "Helper | None":
         from reconciler.store.doccache import CACHE_FILE
 
-        if not (writes_behind() and workers_available() > 1 and (Path(state_dir) / "cache" / CACHE_FILE).exists()):
+        if not (writes_behind() and workers_available() > 1 and getattr(source, "tree", None) is not None
+                and (Path(state_dir) / "cache" / CACHE_FILE).exists()):
             return None
         share_r, share_w = os.pipe()
         out = tempfile.TemporaryFile(prefix="reconciler-help-")

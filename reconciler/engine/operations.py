@@ -80,8 +80,7 @@ def load_desired(target: Target, records: dict[str, Record] | None = None, sourc
 
     source = source or open_source(target)
     # `validate` builds on a snapshot too: a helper validates the changed files while it is restored
-    helper = Helper.start(Path(target.state_dir)) if getattr(source, "tree", None) is not None else None
-    return _desired(target, records or {}, source, snapshot, helper=helper)[0]
+    return _desired(target, records or {}, source, snapshot, helper=Helper.start(source, Path(target.state_dir)))[0]
 
 
 def _desired(target: Target, records: dict[str, Record], source,
@@ -224,12 +223,12 @@ def make_plan(target: Target, *, base: str | None = None, max_prune: int = 10, a
     from reconciler.core.planner import make_plan as plan_
 
     helper = None
-    if not base and getattr(source, "tree", None) is not None:
+    if not base:
         # a plan that builds on a snapshot validates the changed files on the other core meanwhile (forked
         # only now: a plan answered from its memo, the no-change case, must not pay for a child)
         from reconciler.engine.coldload import Helper
 
-        helper = Helper.start(Path(target.state_dir))
+        helper = Helper.start(source, Path(target.state_dir))
     try:
         if base:
             records, serial = base_records(target, base), 0

@@ -244,7 +244,7 @@ def test_a_helper_validates_the_changed_files_and_the_plan_is_the_same(repo, tmp
         source = GitSource(repo.repo, commit)
         warm = WarmPlanner(state)
         assert warm.restore(source)
-        warm.helper = coldload.Helper.start(state)
+        warm.helper = coldload.Helper.start(source, state)
         assert warm.helper is not None
         with monkeypatch.context() as m:
             m.setattr(resolve, "validate", validate_elsewhere)
@@ -266,14 +266,14 @@ def test_a_helper_is_only_started_where_it_can_help(repo, tmp_path, monkeypatch)
     state = tmp_path / "state"
     monkeypatch.setattr(coldload, "workers_available", lambda: 2)
     monkeypatch.setattr(writebehind, "can_fork", lambda: True)
-    assert coldload.Helper.start(state) is None  # not a one-shot command (a daemon, a library caller)
+    assert coldload.Helper.start(source, state) is None  # not a one-shot command (a daemon, a library caller)
     monkeypatch.setattr(writebehind, "_one_shot", True)
-    assert coldload.Helper.start(state) is None  # no document cache yet: a cold load forks its own
+    assert coldload.Helper.start(source, state) is None  # no document cache yet: a cold load forks its own
     WarmPlanner(state).plan(source, {}, serial=0)
     monkeypatch.setattr(coldload, "workers_available", lambda: 1)
-    assert coldload.Helper.start(state) is None  # one CPU
+    assert coldload.Helper.start(source, state) is None  # one CPU
     monkeypatch.setattr(coldload, "workers_available", lambda: 2)
-    helper = coldload.Helper.start(state)
+    helper = coldload.Helper.start(source, state)
     assert helper is not None
     pid = helper.pid
     helper.dismiss()  # let go while it may still be importing: killed and reaped
