@@ -268,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=600, help="seconds per process")
     ap.add_argument("--apply-timeout", type=float, default=3600, help="seconds for the one apply")
     ap.add_argument("--json", type=Path, help="append one JSON record per operation to this file")
+    ap.add_argument("--loose", action="store_true",
+                    help="keep the repository's objects loose, as gen_repo.py left them up to session 11")
     a = ap.parse_args(argv)
 
     exe = find_cli()
@@ -278,9 +280,10 @@ def main(argv: list[str] | None = None) -> int:
     results: list[Result] = []
     try:
         t0 = time.perf_counter()
-        gen_repo.generate(repo, a.artefacts, folders)
+        gen_repo.generate(repo, a.artefacts, folders, a.loose)
         print(f"# {exe}  python {platform.python_version()}  cpus {os.cpu_count()}  "
               f"generated {a.artefacts} artefacts in {folders} folders at {repo} "
+              f"({'loose objects' if a.loose else 'packed'}) "
               f"in {time.perf_counter() - t0:.1f} s", flush=True)
         results = Bench(exe, work, repo, state, a.timeout, a.cache_subdir).run_all(a.runs, a.apply_timeout)
     finally:
