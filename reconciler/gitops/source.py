@@ -44,6 +44,7 @@ class GitSource:
         self._files: dict[str, tuple[pygit2.Oid, int]] | None = None  # path -> (blob id, mode)
         self._links: dict[str, pygit2.Oid] = {}
         self._objects: str | None = None  # the loose objects' folder, once `fits` asks
+        self._loose_folders: frozenset[str] = frozenset()  # its fan-out folders then (a packed object is in none)
 
     def _walk(self) -> dict[str, tuple[pygit2.Oid, int]]:
         if self._files is None:
@@ -108,7 +109,14 @@ class GitSource:
             return False
         if self._objects is None:
             self._objects = os.path.join(self.repo.path, "objects")
+            try:  # one listing: in a packed repository most objects' folders do not exist, and a failed stat
+                # cost more than the answer it gives (a folder made later only means a header read instead)
+                self._loose_folders = frozenset(n for n in os.listdir(self._objects) if len(n) == 2)
+            except OSError:
+                pass
         name = str(oid)
+        if name[:2] not in self._loose_folders:
+            return False
         try:
             stored = os.stat(os.path.join(self._objects, name[:2], name[2:])).st_size
         except OSError:
