@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 
-NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
+NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,62}\Z")  # \Z: `$` would take "name\n" too
 DEFAULT_WORKSPACE = "public"
 
 

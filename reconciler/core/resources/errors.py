@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 
 from reconciler.core.diagnostics import Diagnostic, error
 
-from .common import CUSTOM_ERROR, Model, did_you_mean
+from .common import CUSTOM_ERROR, PATTERN_MESSAGES, Model, did_you_mean
 
 EXPECTED = {
     "string_type": "a string",
@@ -174,8 +174,10 @@ def message_for(err: dict, place: Place, data: Any) -> str:
 
     if kind == CUSTOM_ERROR:
         return ctx.get("message", err["msg"])
-    if kind in ("value_error", "assertion_error"):
-        text = str(ctx.get("error", err["msg"]))
+    if kind in ("value_error", "assertion_error") or (kind == "string_pattern_mismatch"
+                                                      and ctx.get("pattern") in PATTERN_MESSAGES):
+        text = (PATTERN_MESSAGES[ctx["pattern"]](value) if kind == "string_pattern_mismatch"
+                else str(ctx.get("error", err["msg"])))
         return f"{subject}: {text}" if subject else text
     if kind in ("extra_forbidden", "invalid_key"):
         owner = place.owner
