@@ -119,7 +119,7 @@ class WorkflowSection(Model):
 
 def graph_errors(jobs: Any) -> list[tuple[tuple, str]]:
     """Duplicate names, unknown or self dependencies and cycles among raw job mappings."""
-    if not isinstance(jobs, list):
+    if not isinstance(jobs, list) or _listed_in_order(jobs):
         return []
     named = {i: job["name"] for i, job in enumerate(jobs) if isinstance(job, dict) and isinstance(job.get("name"), str)}
     names = list(named.values())
@@ -140,6 +140,28 @@ def graph_errors(jobs: Any) -> list[tuple[tuple, str]]:
         where = (index, "depends_on", next(j for j, d in deps[index] if d == cycle[1]))
         errors.append((where, f"jobs form a cycle: {' -> '.join(cycle)}; remove one of these depends_on"))
     return errors
+
+
+def _listed_in_order(jobs: list) -> bool:
+    """Whether every job is a mapping with a name of its own and depends only on jobs listed before it: then
+    `graph_errors` has nothing to say (no clash, no unknown or self dependency, and no cycle, since every edge
+    points back). This is how workflows are written, and ~10x cheaper to tell than the whole check."""
+    seen: set[str] = set()
+    for job in jobs:
+        if type(job) is not dict:
+            return False
+        name = job.get("name")
+        if type(name) is not str or name in seen:
+            return False
+        deps = job.get("depends_on")
+        if deps is not None:
+            if type(deps) is not list:
+                return False
+            for dep in deps:
+                if type(dep) is not str or dep not in seen:
+                    return False
+        seen.add(name)
+    return True
 
 
 class WorkflowDocument(WorkspaceHeader):
