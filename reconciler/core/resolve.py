@@ -613,18 +613,17 @@ class Resolver:
     def _ref_target(self, r: Resource, ref, known: set[str], writers: dict, doc: _Doc):
         """The resource id a reference depends on; None for no edge; False when the reference is an error."""
         kind, target = ref.kind, ref.target
-        what = f"{r.type} '{r.name}'"
         if kind in ("read", "write"):
             scheme, _, rest = target.partition("://")
             owner, _, dataset = rest.partition("/")
             if scheme == "depot":
                 if kind == "write":
-                    self._error(doc, f"{what}: cannot write into depot dataset {target}; outputs go to lake://WORKSPACE/TABLE", ref.path)
+                    self._error(doc, f"{r.type} '{r.name}': cannot write into depot dataset {target}; outputs go to lake://WORKSPACE/TABLE", ref.path)
                     return False
                 rid = make_id("depot", owner)
                 if rid in known:
                     return rid
-                self._error(doc, f"{what}: dataset {target} names unknown depot '{owner}'"
+                self._error(doc, f"{r.type} '{r.name}': dataset {target} names unknown depot '{owner}'"
                             + _suggest(owner, [split_id(k)[2] for k in known if k.startswith("depot:")]), ref.path,
                             hint="define the depot, or fix the address (depot://DEPOT/DATASET)")
                 return False
@@ -632,33 +631,35 @@ class Resolver:
                 ws_id = make_id("workspace", owner)
                 if kind == "write":
                     if r.type == "workflow" and owner != r.workspace:
-                        self._error(doc, f"{what}: output {target} is in workspace '{owner}', but a workflow may only "
+                        self._error(doc, f"{r.type} '{r.name}': output {target} is in workspace '{owner}', but a workflow may only "
                                          f"write into its own workspace '{r.workspace}'", ref.path)
                         return False
                     return None
-                others = writers.get(target, set()) - {r.id}
-                if r.id in writers.get(target, set()):
-                    return None  # a table the workflow writes itself: its own jobs order the reads
-                if others:
-                    # several writers: depend on all of them
-                    for w in sorted(others)[1:]:
-                        r.depends_on.add(w)
-                    return sorted(others)[0]
+                table_writers = writers.get(target)
+                if table_writers:
+                    if r.id in table_writers:
+                        return None  # a table the workflow writes itself: its own jobs order the reads
+                    # the workflow writing it (several: depend on all of them)
+                    if len(table_writers) == 1:
+                        return next(iter(table_writers))
+                    others = sorted(table_writers)
+                    r.depends_on.update(others[1:])
+                    return others[0]
                 if ws_id not in known and owner != DEFAULT_WORKSPACE:
-                    self._error(doc, f"{what}: dataset {target} is in unknown workspace '{owner}'", ref.path)
+                    self._error(doc, f"{r.type} '{r.name}': dataset {target} is in unknown workspace '{owner}'", ref.path)
                     return False
                 if not any(i.startswith("workflow:") for i in self.out.invalid_ids):  # an invalid one may write it
-                    self._warn(doc, f"{what}: no workflow in this repository writes {target}", ref.path,
+                    self._warn(doc, f"{r.type} '{r.name}': no workflow in this repository writes {target}", ref.path,
                                hint="check the table name, or ignore this if the table is written outside Reconciler")
                 return ws_id if ws_id in known else None
-            self._error(doc, f"{what}: '{target}' is not a dataset address (depot://DEPOT/DATASET or lake://WORKSPACE/TABLE)", ref.path)
+            self._error(doc, f"{r.type} '{r.name}': '{target}' is not a dataset address (depot://DEPOT/DATASET or lake://WORKSPACE/TABLE)", ref.path)
             return False
         if kind in ("stack", "operator"):
             rid = make_id(kind, target)
             if rid in known:
                 return rid
             extra = BUILTIN_STACKS if kind == "stack" else ()
-            self._error(doc, f"{what}: unknown {kind} '{target}'"
+            self._error(doc, f"{r.type} '{r.name}': unknown {kind} '{target}'"
                         + _suggest(target, [split_id(k)[2] for k in known if k.startswith(kind + ":")] + list(extra)),
                         ref.path, hint=f"built-in stacks: {', '.join(BUILTIN_STACKS)}" if kind == "stack" else None)
             return False
@@ -667,7 +668,7 @@ class Resolver:
             rid = make_id("secret", name, ws or r.workspace or DEFAULT_WORKSPACE)
             if rid in known:
                 return rid
-            self._error(doc, f"{what}: unknown secret '{name}' in workspace '{ws or r.workspace or DEFAULT_WORKSPACE}'", ref.path,
+            self._error(doc, f"{r.type} '{r.name}': unknown secret '{name}' in workspace '{ws or r.workspace or DEFAULT_WORKSPACE}'", ref.path,
                         hint="define a `type: secret` artefact there (its value comes from the environment or a file)")
             return False
         if kind == "resource":
@@ -677,7 +678,7 @@ class Resolver:
                 rid = make_id(type_, name, r.workspace or DEFAULT_WORKSPACE)
             if rid in known:
                 return rid
-            self._error(doc, f"{what}: depends_on names unknown resource '{target}'" + _suggest(rid, known), ref.path)
+            self._error(doc, f"{r.type} '{r.name}': depends_on names unknown resource '{target}'" + _suggest(rid, known), ref.path)
             return False
         return None
 

@@ -76,9 +76,9 @@ class SqlSpec(Model):
             fail(errors)
         return self
 
-    def dataset_refs(self) -> list[Ref]:
-        return ([Ref("read", x.dataset, ("inputs", i, "dataset")) for i, x in enumerate(self.inputs)]
-                + [Ref("write", o.dataset, ("outputs", i, "dataset")) for i, o in enumerate(self.outputs)])
+    def dataset_refs(self, base: tuple = ()) -> list[Ref]:
+        return ([Ref("read", x.dataset, base + ("inputs", i, "dataset")) for i, x in enumerate(self.inputs)]
+                + [Ref("write", o.dataset, base + ("outputs", i, "dataset")) for i, o in enumerate(self.outputs)])
 
 
 # ---- quality -----------------------------------------------------------------------------------
@@ -151,9 +151,9 @@ class QualitySpec(Model):
     dataset: Dataset
     checks: list[QualityCheck] = Field(min_length=1)
 
-    def dataset_refs(self) -> list[Ref]:
-        refs = [Ref("read", self.dataset, ("dataset",))]
-        refs += [Ref("read", c.relationships.to, ("checks", i, "relationships", "to"))
+    def dataset_refs(self, base: tuple = ()) -> list[Ref]:
+        refs = [Ref("read", self.dataset, base + ("dataset",))]
+        refs += [Ref("read", c.relationships.to, base + ("checks", i, "relationships", "to"))
                  for i, c in enumerate(self.checks) if c.relationships is not None]
         return refs
 
@@ -164,8 +164,8 @@ class ProfileSpec(Model):
     dataset: Dataset
     columns: list[Text] | None = Field(None, min_length=1)  # None: every column
 
-    def dataset_refs(self) -> list[Ref]:
-        return [Ref("read", self.dataset, ("dataset",))]
+    def dataset_refs(self, base: tuple = ()) -> list[Ref]:
+        return [Ref("read", self.dataset, base + ("dataset",))]
 
 
 # ---- python ------------------------------------------------------------------------------------
@@ -208,9 +208,9 @@ class PythonSpec(Model):
             fail(errors)
         return self
 
-    def dataset_refs(self) -> list[Ref]:
-        return ([Ref("read", x.dataset, ("inputs", i, "dataset")) for i, x in enumerate(self.inputs)]
-                + [Ref("write", o.dataset, ("outputs", i, "dataset")) for i, o in enumerate(self.outputs)])
+    def dataset_refs(self, base: tuple = ()) -> list[Ref]:
+        return ([Ref("read", x.dataset, base + ("inputs", i, "dataset")) for i, x in enumerate(self.inputs)]
+                + [Ref("write", o.dataset, base + ("outputs", i, "dataset")) for i, o in enumerate(self.outputs)])
 
 
 # ---- shell -------------------------------------------------------------------------------------
@@ -233,7 +233,7 @@ class ShellSpec(Model):
     command: Annotated[Any, BeforeValidator(_command)]
     env: dict[EnvName, str] = Field(default_factory=dict)
 
-    def dataset_refs(self) -> list[Ref]:
+    def dataset_refs(self, base: tuple = ()) -> list[Ref]:
         return []
 
 

@@ -172,13 +172,14 @@ class WorkflowDocument(WorkspaceHeader):
         out: list[Ref] = []
         for i, job in enumerate(self.workflow.dag):
             base = ("workflow", "dag", i)
-            if isinstance(job.spec, Model):
-                out += [Ref(r.kind, r.target, base + ("spec",) + r.path) for r in job.spec.dataset_refs()]
+            if isinstance(job.spec, Model):  # a built-in stack's: its refs are made at their full key paths
+                out += job.spec.dataset_refs(base + ("spec",))
             elif job.stack is not None:
                 out.append(Ref("stack", job.stack, base + ("stack",)))
             if job.operator is not None:
                 out.append(Ref("operator", job.operator, base + ("operator",)))
-            out += [Ref("secret", ref.target, base + ("secrets", env)) for env, ref in job.secrets.items()]
+            if job.secrets:
+                out += [Ref("secret", ref.target, base + ("secrets", env)) for env, ref in job.secrets.items()]
         return out
 
     def job_specs(self) -> list[JobSpec]:
