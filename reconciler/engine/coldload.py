@@ -24,7 +24,7 @@ from pathlib import Path
 
 from reconciler.core.loader import LoadResult, gc_paused, load, select_files
 from reconciler.core.yamlload import DEFAULT_MAX_BYTES
-from reconciler.store.writebehind import adopt, can_fork, writes_behind
+from reconciler.store.writebehind import adopt, can_fork, wait_for_writers, writes_behind
 
 # below this many files to parse, forking costs more than it saves
 MIN_FILES = 1500
@@ -152,6 +152,10 @@ def _fill(source, missing: list[tuple[str, str]], cache, state_dir: Path, worker
     children = []
     if side is not None:
         side._begin()
+    # in a one-shot command a worker's cache writes outlive it (see _child): a reader in this process would
+    # wait for them, and it has waited for earlier commands' writers already (this makes sure it has)
+    detach = writes_behind()
+    wait_for_writers(Path(state_dir) / "cache")
     try:
         for _ in range(workers - 1):
             out = tempfile.TemporaryFile(prefix="reconciler-load-")
@@ -159,10 +163,12 @@ def _fill(source, missing: list[tuple[str, str]], cache, state_dir: Path, worker
             pid = os.fork()
             if pid == 0:  # the child: never returns
                 os.close(done_r)
-                _child(source, chunks, queue_r, state_dir, out, done_w, side)
+                _child(source, chunks, queue_r, state_dir, out, done_w, side, detach)
             os.close(done_w)
-            children.append((pid, out, done_r))
-        # this process's own chunks, straight into the cache like any parse (and validated into its memo)
+            children.append((pid, _Results(out), done_r))
+        # this process's own chunks, straight into the cache like any parse (and validated into its memo);
+        # after each, the workers' chunks finished meanwhile: taken here while they work, they are not
+        # left to the end, where this process's serial rest (linking, planning) keeps a worker idle
         with gc_paused():
             for index in _taken(queue_r):
                 for path, blob, entry, validated in _work(source, chunks[index], stored_form=False):
@@ -171,15 +177,18 @@ def _fill(source, missing: list[tuple[str, str]], cache, state_dir: Path, worker
                         cache.put_validated(key, v)
                     if side is not None:
                         side._add_all(path, validated)
+                for _, results, _ in children:
+                    results.take_ready(cache)
     finally:
         os.close(queue_r)
         if side is not None:
             side._hand_over()
     cache.save(behind=True)  # written by a child of its own while this process takes the workers' results
-    for pid, out, done_r in children:
+    for pid, results, done_r in children:
         # a worker says it is done (or dies: end of file) once its results are all in `out`; it writes its
-        # share of the cache only then, on a core this process's serial rest leaves idle, and the command's
-        # end waits for it (writebehind.adopt)
+        # share of the cache only then, on a core this process's serial rest leaves idle: in a one-shot
+        # command while holding the cache's writers lock, so that it may finish after this process exits,
+        # as the detached writer does (store/writebehind.py); elsewhere this process waits for it
         try:
             os.read(done_r, 1)
         finally:
@@ -187,8 +196,10 @@ def _fill(source, missing: list[tuple[str, str]], cache, state_dir: Path, worker
         # whatever chunks a worker finished are used, also when it failed later; the load that follows
         # parses any file still missing (a failed worker's unfinished chunk) here
         with gc_paused():
-            _take(cache, out)
-        adopt(pid)
+            results.take_ready(cache)
+        results.close()
+        if not detach:
+            adopt(pid)
 
 
 def _chunks(missing: list[tuple[str, str]], workers: int) -> list[list[tuple[str, str]]]:
@@ -206,17 +217,20 @@ def _taken(queue_r: int):
         yield struct.unpack("<I", raw)[0]
 
 
-def _child(source, chunks, queue_r: int, state_dir: Path, out, done_w: int, side=None) -> None:
+def _child(source, chunks, queue_r: int, state_dir: Path, out, done_w: int, side=None,
+           detach: bool = False) -> None:
     """A worker: takes chunks from the queue; each chunk's results go, framed, to `out` for the parent,
     chunk by chunk. With the queue empty it tells the parent (`done_w`), does the `side` job if there is one,
     and only then writes them to the cache (its own connection: a SQLite connection must not cross a fork),
-    while the parent goes on."""
+    while the parent goes on. `detach`: the parent does not wait for that write; the worker holds the cache's
+    writers lock from before it says it is done, and leaves the terminal (writebehind.leave_terminal)."""
     code = 1
     try:
         import gc
 
         gc.disable()  # a short-lived process that frees nothing
         from reconciler.store.doccache import DocCache
+        from reconciler.store.writebehind import hold_for_writes, leave_terminal, still_there
 
         cache = DocCache(state_dir)
         for index in _taken(queue_r):
@@ -226,10 +240,16 @@ def _child(source, chunks, queue_r: int, state_dir: Path, out, done_w: int, side
                 for path, _, _, validated in items:
                     side._add_all(path, validated)
         out.flush()
+        cache_dir = Path(state_dir) / "cache"
+        lock = hold_for_writes(cache_dir) if detach else None
         os.write(done_w, b".")
         os.close(done_w)
         if side is not None:
             side._in_worker()  # its answer is what the parent waits for last: before the cache
+        if detach:
+            leave_terminal()
+            if not still_there(cache_dir, lock):  # the state dir was removed meanwhile: nothing to write
+                os._exit(0)
         cache.save()
         code = 0
     except BaseException:  # noqa: BLE001  the parent parses what this worker did not finish
@@ -239,35 +259,52 @@ def _child(source, chunks, queue_r: int, state_dir: Path, out, done_w: int, side
 
 
 def _send(cache, items, out, stored: bool | None = None) -> None:
-    """A child's work results: into its cache, and framed into `out` for the parent (see _records).
+    """A child's work results: into its cache, and framed into `out` for the parent (see _Results).
     `stored`: the child writes them to the cache file later (else now, and says whether it did)."""
     _put(cache, items, new=True)
     data = marshal.dumps((cache.save() if stored is None else stored, items))
     out.write(struct.pack("<Q", len(data)) + data)
+    out.flush()  # the parent may take it while this child goes on
 
 
 def _take(cache, out) -> None:
-    """What a child sent to `out`, into `cache`; `out` is closed."""
-    out.seek(0)
-    for stored, items in _records(out):
-        _put(cache, items, new=not stored)
-    out.close()
+    """What a child sent to `out` (and has finished writing), into `cache`; `out` is closed."""
+    results = _Results(out)
+    results.take_ready(cache)
+    results.close()
 
 
-def _records(out):
-    """The (stored, items) records a worker wrote, up to the first incomplete one (a worker that died)."""
-    while True:
-        head = out.read(8)
-        if len(head) < 8:
-            return
-        size = struct.unpack("<Q", head)[0]
-        data = out.read(size)
-        if len(data) < size:
-            return
-        try:
-            yield marshal.loads(data)
-        except (ValueError, EOFError, TypeError):
-            return
+class _Results:
+    """The (stored, items) records a child writes to `out`, framed by their length, taken into a cache as they
+    become complete, up to the first that is not (yet: the child is writing it; or ever: it died).
+
+    Read with pread: since the fork this process shares the file's offset with the child, which writes at it."""
+
+    def __init__(self, out):
+        self.out = out
+        self.pos = 0
+        self.bad = False  # a record that is complete but does not load: nothing after it is taken
+
+    def take_ready(self, cache) -> None:
+        fd = self.out.fileno()
+        while not self.bad:
+            head = os.pread(fd, 8, self.pos)
+            if len(head) < 8:
+                return
+            size = struct.unpack("<Q", head)[0]
+            data = os.pread(fd, size, self.pos + 8)
+            if len(data) < size:
+                return
+            try:
+                stored, items = marshal.loads(data)
+            except (ValueError, EOFError, TypeError):
+                self.bad = True
+                return
+            self.pos += 8 + size
+            _put(cache, items, new=not stored)
+
+    def close(self) -> None:
+        self.out.close()
 
 
 def _put(cache, items, new: bool) -> None:

@@ -192,6 +192,13 @@ def _detach() -> None:
         _queued.clear()
 
 
+def hold_for_writes(cache_dir: Path) -> int | None:
+    """For a forked worker that writes under `cache_dir` after its command may have exited: the writers' lock
+    taken now, while the command runs, so that the next command waits for those writes as for the detached
+    writer's (released when the worker exits). Pair with `leave_terminal` and `still_there`."""
+    return _hold(cache_dir)
+
+
 def _hold(cache_dir: Path) -> int | None:
     """`cache_dir`'s writers lock file, open and shared-locked; None where it cannot be made (a read-only
     state dir: the writes would fail too). On a file system without locks it is open but not locked: the
@@ -210,7 +217,7 @@ def _hold(cache_dir: Path) -> int | None:
     return fd
 
 
-def _still_there(cache_dir: Path, fd: int | None) -> bool:
+def still_there(cache_dir: Path, fd: int | None) -> bool:
     """The lock file held is still the one at its path: the state dir was not removed or replaced."""
     if fd is None:
         return False
@@ -221,20 +228,26 @@ def _still_there(cache_dir: Path, fd: int | None) -> bool:
         return False
 
 
+def leave_terminal() -> None:
+    """In a child that outlives its command: no terminal's signals, and /dev/null for its standard streams (a
+    pipe reading the command's output ends with the command; the shell does not wait for the child)."""
+    os.setsid()
+    null = os.open(os.devnull, os.O_RDWR)
+    for stream in (0, 1, 2):
+        os.dup2(null, stream)
+
+
 def _write_detached(locks: dict) -> None:
     global _detached
     code = 1
     try:
         _detached = True
-        os.setsid()  # no terminal's signals; the shell does not wait for it
-        null = os.open(os.devnull, os.O_RDWR)
-        for stream in (0, 1, 2):
-            os.dup2(null, stream)
+        leave_terminal()
         import gc
 
         gc.disable()  # short-lived: freeing nothing beats scanning a copy of the parent's heap
         for fn, cache_dir in _queued:
-            if _still_there(cache_dir, locks.get(cache_dir)):
+            if still_there(cache_dir, locks.get(cache_dir)):
                 _quietly(fn)
         code = 0
     finally:

@@ -413,6 +413,25 @@ def test_a_large_plan_is_memoised_with_its_access_diff(tmp_path):
     assert access == outs[0]["access"] and len(body["actions"]) == size
 
 
+def test_a_cold_validates_worker_writes_its_cache_share_after_the_command_and_readers_wait_for_it(tmp_path):
+    """A one-shot cold load's worker writes its share of the document cache once the command no longer needs
+    it, possibly after the command has exited (engine/coldload.py), holding the cache's writers lock from
+    before it tells the command it is done: a reader opening the cache right away, as the next command does,
+    finds every file the load parsed (when the worker is slower than this test, the reader waits for it)."""
+    from reconciler.gitops.source import GitSource
+    from reconciler.store.doccache import DocCache
+
+    repo, state = tmp_path / "repo", tmp_path / "state"
+    _generated(repo)
+    r = run_cli("validate", "--repo", repo, "--state-dir", state, "-o", "json")
+    assert r.code == 0 and r.json["valid"], r
+    cache = DocCache(state)
+    g = pygit2.Repository(str(repo))
+    blobs = [blob for path, blob in GitSource(g, str(g.head.target)).list_files() if path.endswith(".yaml")]
+    missing = [blob for blob in blobs if not cache.has(blob)]
+    assert not missing, f"{len(missing)} of {len(blobs)} files not in the cache"
+
+
 def test_a_second_edit_after_an_apply_diffs_against_the_applied_spec_without_opening_the_state(git_repo, state_dir):
     """Apply, edit a file and apply again, then edit it once more: the plan's field diff is against the spec of
     the second apply, found in the document cache (the validated file at the applied commit) rather than read

@@ -78,3 +78,50 @@ def test_few_files_or_one_cpu_load_in_this_process(repo, tmp_path, monkeypatch):
     monkeypatch.setattr(coldload, "MIN_FILES", 1)
     coldload.load_cold(source_of(repo), None, DocCache(tmp_path / "b"), tmp_path / "b", workers=1)
     assert forks == []
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_workers_results_are_taken_as_each_record_completes(tmp_path):
+    """The parent takes a worker's chunks while the worker still writes: a record only once it is whole, none
+    after one that does not load, and its reads never move the offset the worker writes at."""
+    import marshal
+    import struct
+    import tempfile
+
+    from reconciler.core.yamlload import parse_file
+    from reconciler.store.doccache import entry_of
+
+    def record(n: int) -> bytes:
+        result = parse_file(f"d{n}.yaml", f"version: v1\ntype: depot\nname: d{n}\n".encode(), f"blob{n}")
+        data = marshal.dumps((True, [(result.path, result.blob_id, entry_of(result), [])]))
+        return struct.pack("<Q", len(data)) + data
+
+    out = tempfile.TemporaryFile()
+    go_r, go_w = os.pipe()  # parent -> child: write the next piece
+    ack_r, ack_w = os.pipe()  # child -> parent: written
+    second = record(2)
+    pieces = [record(1), second[:20], second[20:], struct.pack("<Q", 3) + b"xyz", record(4)]
+    pid = os.fork()
+    if pid == 0:
+        try:
+            for piece in pieces:
+                os.read(go_r, 1)
+                out.write(piece)
+                out.flush()
+                os.write(ack_w, b".")
+        finally:
+            os._exit(0)
+    cache = DocCache(tmp_path / "c")
+    results = coldload._Results(out)
+    taken = []
+    for piece in pieces:
+        os.write(go_w, b".")
+        os.read(ack_r, 1)
+        results.take_ready(cache)
+        taken.append(sorted(b for b in ("blob1", "blob2", "blob4") if cache.has(b)))
+    os.waitpid(pid, 0)
+    assert taken == [["blob1"], ["blob1"], ["blob1", "blob2"], ["blob1", "blob2"], ["blob1", "blob2"]]
+    assert results.bad
+    out.seek(0)
+    assert out.read() == b"".join(pieces)  # the child's writes all landed where it meant them
+    results.close()
