@@ -17,7 +17,7 @@ from typing import Iterable, Protocol
 
 from .diagnostics import Diagnostic, error
 from .documents import Document, FileResult, Source
-from .yamlload import DEFAULT_MAX_BYTES, check_size, parse_file
+from .limits import DEFAULT_MAX_BYTES, check_size
 
 IGNORE_FILE = ".reconcilerignore"
 STATE_DIR_NAME = ".reconciler"
@@ -182,6 +182,8 @@ def load_files(source: Source, share: list[tuple[str, str]], max_bytes: int = DE
     a batch of files read (up to READ_BATCH files or READ_BATCH_BYTES), then parsed, then the next batch.
     That keeps each stage's code and data in the CPU's caches (reading and parsing file by file took ~10 %
     more CPU on the bench repository), and the bytes held at once stay bounded."""
+    from .yamlload import parse_file  # here: a process that parses nothing never imports the parsers
+
     results = []
     start = 0
     while start < len(share):

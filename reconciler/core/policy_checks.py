@@ -15,10 +15,8 @@ from typing import Callable, Iterable
 
 from reconciler.core.access import EVERYONE, glob_match, is_glob
 from reconciler.core.resource import Resource
+from reconciler.core.scopes import has_opaque_job
 
-# stacks whose job specs declare every lake table they write; anything else (shell, custom stacks,
-# operators) may write tables validate cannot see, so patterns over their workspaces are not judged
-DECLARING_STACKS = ("sql", "python", "quality", "profile")
 # bump when `filter_problem` changes: its verdicts are cached by filter text in the validation memo
 FILTER_CHECK_VERSION = 1
 FILTER_HINT = "write one boolean expression over the dataset's own columns, e.g. filter: \"region = 'EU'\""
@@ -109,13 +107,6 @@ class DatasetUniverse:
         for name, listed in self.depots.items():
             out += [f"depot://{name}/*"] + [f"depot://{name}/{d}" for d in listed or ()]
         return out
-
-
-def has_opaque_job(spec: dict) -> bool:
-    for job in (spec.get("workflow") or {}).get("dag") or ():
-        if isinstance(job, dict) and (job.get("operator") or job.get("stack") not in DECLARING_STACKS):
-            return True
-    return False
 
 
 def _head_matches(head: str, name: str) -> bool:

@@ -14,7 +14,7 @@ from reconciler.core.documents import Document, Locator, Source
 from reconciler.core.graph import CycleError, Graph
 from reconciler.core.ids import DEFAULT_WORKSPACE, make_id, split_id
 from reconciler.core.resource import Resource, spec_hash
-from reconciler.core.scopes import BUILTIN_STACKS, workspace_scoped
+from reconciler.core.scopes import BUILTIN_STACKS, has_opaque_job, workspace_scoped
 
 BUNDLE_TYPES = ("bundle", "dataproduct")
 # types whose change reaches into other resources' validation (members, job spec schemas)
@@ -738,8 +738,6 @@ def _policy_facts(spec: dict | None, subjects: bool) -> tuple:
     whether it writes tables its spec does not declare."""
     if not spec:
         return ()
-    from reconciler.core.policy_checks import has_opaque_job
-
     return (tuple(sorted(_subject_names(spec))) if subjects else (),
             spec.get("type") == "workflow" and has_opaque_job(spec))
 

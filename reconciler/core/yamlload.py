@@ -20,10 +20,9 @@ from .diagnostics import Diagnostic, error
 from .documents import PARSER_VERSION, Document, FileResult  # noqa: F401  (PARSER_VERSION: re-exported)
 from .fastyaml import fast_parse
 
-
-MB = 1024 * 1024
-DEFAULT_MAX_BYTES = 10 * MB
-DEFAULT_MAX_NODES = 200_000
+# re-exported: the limits and the locator live in modules that do not import PyYAML (a warm plan places no
+# diagnostic and parses nothing itself: ~35 ms of imports it need not pay)
+from .limits import DEFAULT_MAX_BYTES, DEFAULT_MAX_NODES, MB, check_size  # noqa: E402, F401
 
 TAG = "tag:yaml.org,2002:"
 STR_TAG, MAP_TAG, SEQ_TAG = TAG + "str", TAG + "map", TAG + "seq"
@@ -209,20 +208,6 @@ def check_expansion(root: Node, max_nodes: int) -> None:
         stack.extend((child, False) for child in _children(node))
 
 
-def _size_text(n: int | float) -> str:
-    if n >= MB // 10:
-        return f"{n / MB:.1f}".removesuffix(".0") + " MB"
-    return f"{int(n)} bytes"
-
-
-def check_size(path: str, size: int, max_bytes: int = DEFAULT_MAX_BYTES) -> Diagnostic | None:
-    """An error for a file too large to parse, decided from its size alone (before reading it)."""
-    if size <= max_bytes:
-        return None
-    return error(f"file is {_size_text(size)}, over the {_size_text(max_bytes)} limit", path, 1, 1,
-                 hint="split it into smaller files, or add it to .reconcilerignore if it is not an artefact")
-
-
 def _line_col(data: bytes, offset: int) -> tuple[int, int]:
     line_start = data.rfind(b"\n", 0, offset) + 1
     col = len(data[line_start:offset].decode("utf-8", "replace")) + 1
@@ -380,57 +365,4 @@ def compose_documents(data: bytes) -> list[Node]:
     return nodes
 
 
-class YamlLocator:
-    """Finds the line and column of a key path by composing the file again (slow path, errors only)."""
-
-    def __init__(self, read: Callable[[str], bytes]):
-        self._read = read
-        self._files: dict[str, list[Node] | None] = {}
-
-    def _documents(self, file: str) -> list[Node] | None:
-        if file not in self._files:
-            try:
-                self._files[file] = compose_documents(self._read(file))
-            except Exception:  # unreadable or unparsable: no position to offer
-                self._files[file] = None
-        return self._files[file]
-
-    def locate(self, file: str, doc_index: int, path: tuple) -> tuple[int, int] | None:
-        documents = self._documents(file)
-        if documents is None or not 0 <= doc_index < len(documents):
-            return None
-        node = documents[doc_index]
-        mark = node.start_mark
-        for step in path:
-            found = _step(node, step)
-            if found is None:
-                break
-            mark, node = found
-        return mark.line + 1, mark.column + 1
-
-
-def _step(node: Node, step, merging: frozenset = frozenset()) -> tuple[yaml.Mark, Node] | None:
-    """(mark to report, child node) one key or index down; a mapping entry reports its key's mark.
-    `merging` holds the mappings whose `<<` sources are being searched, against merge cycles."""
-    if isinstance(node, SequenceNode):
-        if isinstance(step, int) and not isinstance(step, bool) and 0 <= step < len(node.value):
-            item = node.value[step]
-            return item.start_mark, item
-        return None
-    if not isinstance(node, MappingNode):
-        return None
-    wanted = str(step) if isinstance(step, int) and not isinstance(step, bool) else step
-    merged = []
-    for key_node, value_node in node.value:
-        if key_node.tag == MERGE_TAG:
-            merged.append(value_node)
-        elif isinstance(key_node, ScalarNode) and key_node.value == wanted:
-            return key_node.start_mark, value_node
-    merging = merging | {id(node)}
-    for source in merged:
-        for candidate in (source.value if isinstance(source, SequenceNode) else [source]):
-            if isinstance(candidate, MappingNode) and id(candidate) not in merging:
-                found = _step(candidate, step, merging)
-                if found is not None:
-                    return found
-    return None
+from .locate import YamlLocator  # noqa: E402, F401  (re-exported)

@@ -22,8 +22,8 @@ import struct
 import tempfile
 from pathlib import Path
 
+from reconciler.core.limits import DEFAULT_MAX_BYTES
 from reconciler.core.loader import LoadResult, gc_paused, load, select_files
-from reconciler.core.yamlload import DEFAULT_MAX_BYTES
 from reconciler.store.writebehind import adopt, can_fork, wait_for_writers, writes_behind
 
 # below this many files to parse, forking costs more than it saves

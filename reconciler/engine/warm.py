@@ -21,11 +21,11 @@ import marshal
 from pathlib import Path
 
 from reconciler.core.loader import IGNORE_FILE, LoadResult, gc_paused, load_file, load_ignore_rules, wanted
+from reconciler.core.locate import YamlLocator
 from reconciler.core.plan import Plan
 from reconciler.core.planner import make_plan
 from reconciler.core.record import Record
 from reconciler.core.resolve import Resolution, Resolver, SnapshotMiss
-from reconciler.core.yamlload import YamlLocator, parse_file
 from reconciler.engine.coldload import load_cold
 from reconciler.store.doccache import DocCache
 from reconciler.store.writebehind import write_behind, writes_behind
@@ -179,7 +179,7 @@ class WarmPlanner:
     def _from_state(self, state: tuple, source) -> Resolver | None:
         """A resolver rebuilt from exported state, reading `source` and this planner's cache."""
         return Resolver.from_state(state, source, YamlLocator(source.read), memo=self.cache.validation_memo(),
-                                   parse_member=lambda p: parse_file(p, source.read(p), ""),
+                                   parse_member=_member_parser(source),
                                    blob_of=lambda p: _blob(source, p), known_subjects=self.known_subjects)
 
     # -- internals -------------------------------------------------------------------------
@@ -199,7 +199,7 @@ class WarmPlanner:
             return blobs.get(path)
 
         return Resolver(source, YamlLocator(source.read), dict(prior),
-                        prior_specs=prior.runtime_specs(), parse_member=lambda p: parse_file(p, source.read(p), ""),
+                        prior_specs=prior.runtime_specs(), parse_member=_member_parser(source),
                         memo=self.cache.validation_memo(), blob_of=blob_of, known_subjects=self.known_subjects)
 
     def _full(self, source, prior) -> Resolution:
@@ -379,6 +379,15 @@ class _Prior:
         runtimes = [k for k in self.records if (type_of(k) if type_of is not None else self.records[k].type)
                     in ("stack", "operator")]
         return {k: self.records[k].spec for k in runtimes if self.records[k].spec}
+
+
+def _member_parser(source):
+    """Parses a bundle's member file (the parsers are imported when one is)."""
+    def parse(path: str):
+        from reconciler.core.yamlload import parse_file
+
+        return parse_file(path, source.read(path), "")
+    return parse
 
 
 def _blob(source, path: str) -> str | None:

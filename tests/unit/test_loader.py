@@ -11,7 +11,7 @@ import pygit2
 import pytest
 
 from reconciler.core.documents import Document, FileResult
-from reconciler.core import loader
+from reconciler.core import loader, yamlload
 from reconciler.core.loader import IgnoreRules, load, load_files, read_member
 from reconciler.gitops.source import GitSource, WorkTreeSource
 from reconciler.store.doccache import DocCache
@@ -111,8 +111,8 @@ def test_files_are_read_in_batches_then_parsed_with_the_bytes_held_bounded(tmp_p
     files = {f"f{i:02}.yaml": DEPOT.format(name=f"d{i:02}") + "description: " + "x" * 60 + "\n" for i in range(7)}
     files["f03.yaml"] = "a: 1\n" * 100  # over the limit below
     parsed = []
-    real_parse = loader.parse_file
-    monkeypatch.setattr(loader, "parse_file", lambda path, *a, **k: parsed.append(path) or real_parse(path, *a, **k))
+    real_parse = yamlload.parse_file  # load_files imports it when it first parses
+    monkeypatch.setattr(yamlload, "parse_file", lambda path, *a, **k: parsed.append(path) or real_parse(path, *a, **k))
     monkeypatch.setattr(loader, "READ_BATCH", 3)
     monkeypatch.setattr(loader, "READ_BATCH_BYTES", 150)  # two of these files
     source = BatchSource(write(tmp_path / "repo", files), parsed)
