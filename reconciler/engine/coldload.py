@@ -171,8 +171,8 @@ def _fill(source, missing: list[tuple[str, str]], cache, state_dir: Path, worker
         # left to the end, where this process's serial rest (linking, planning) keeps a worker idle
         with gc_paused():
             for index in _taken(queue_r):
-                for path, blob, entry, validated in _work(source, chunks[index], stored_form=False):
-                    cache.put_entry(blob, entry)
+                for path, blob, result, validated in _work(source, chunks[index], stored_form=False):
+                    cache.put(blob, result)  # kept whole: the load that follows takes it as it is
                     for key, v in validated:
                         cache.put_validated(key, v)
                     if side is not None:
@@ -261,7 +261,7 @@ def _child(source, chunks, queue_r: int, state_dir: Path, out, done_w: int, side
 def _send(cache, items, out, stored: bool | None = None) -> None:
     """A child's work results: into its cache, and framed into `out` for the parent (see _Results).
     `stored`: the child writes them to the cache file later (else now, and says whether it did)."""
-    _put(cache, items, new=True)
+    _put(cache, items, new=True, build=False)
     data = marshal.dumps((cache.save() if stored is None else stored, items))
     out.write(struct.pack("<Q", len(data)) + data)
     out.flush()  # the parent may take it while this child goes on
@@ -301,23 +301,26 @@ class _Results:
                 self.bad = True
                 return
             self.pos += 8 + size
-            _put(cache, items, new=not stored)
+            _put(cache, items, new=not stored, build=True)
 
     def close(self) -> None:
         self.out.close()
 
 
-def _put(cache, items, new: bool) -> None:
-    """Work results into `cache`; `new=False`: another process has stored them already."""
+def _put(cache, items, new: bool, build: bool) -> None:
+    """Work results into `cache`; `new=False`: another process has stored them already. `build`: each
+    file's FileResult is made now (in the parallel phase, when a worker's results are taken while it works),
+    not by the load that follows."""
     for _, blob, entry, validated in items:
-        cache.put_entry(blob, entry, new=new)
+        cache.put_entry(blob, entry, new=new, build=build)
         for key, v in validated:
             cache.put_validated_entry(key, v, new=new)
 
 
 def _work(source, share, stored_form: bool = True):
     """(path, blob, cache entry, [(memo key, validated data)]) of each file, as plain data (`stored_form`:
-    for another process; else the validation results stay `Validated` objects, for this one).
+    for another process; else the FileResult in place of its entry, and the validation results stay
+    `Validated` objects, for this one).
 
     In stages over the whole share: every file read, then every one parsed (`load_files`), then every
     document validated (`validate_many`), each stage's code and data kept in the CPU's caches: 15-30 % less
@@ -342,7 +345,7 @@ def _work(source, share, stored_form: bool = True):
                         from reconciler.core.policy_checks import filter_problem  # ~15 ms: only with a filter
 
                         validated.append((filter_key(filter_text), to_data(filter_problem(filter_text) or "")))
-        yield result.path, result.blob_id, entry_of(result), validated
+        yield result.path, result.blob_id, entry_of(result) if stored_form else result, validated
 
 
 def _same(value):

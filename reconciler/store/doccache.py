@@ -46,6 +46,12 @@ def entry_of(result: FileResult) -> tuple:
             tuple(d.to_data() for d in result.diagnostics))
 
 
+def _result_of(blob_id: str, entry: tuple) -> FileResult:
+    path, documents, diagnostics = entry
+    return FileResult(path, blob_id, [Document(path, index, line, data, blob_id) for index, line, data in documents],
+                      [Diagnostic(*d) for d in diagnostics])
+
+
 def validated_to_data(v) -> tuple:
     if isinstance(v, str):  # a remembered policy-filter verdict
         return ("S", v)
@@ -76,6 +82,7 @@ class DocCache:
         self._opened = False
         self._checked_absent_at: tuple | None = None  # the file's stamp when it was found unreadable
         self._docs: dict[str, tuple] = {}  # read or put in this run: blob -> entry
+        self._built: dict[str, FileResult] = {}  # blob -> its FileResult, where one was put or built ahead
         self._validated: dict[str, object] = {}  # key text -> Validated | str
         self._all: set[str] = set()  # tables read whole already
         self._new_docs: dict[str, tuple] = {}
@@ -179,6 +186,11 @@ class DocCache:
         self._prefetch("docs", self._docs, blob_ids, _loads)
 
     def get(self, blob_id: str) -> FileResult | None:
+        """The parsed file (shared: treat it as read-only), or None."""
+        built = self._built.get(blob_id)
+        if built is not None:
+            self._used.add(blob_id)
+            return built
         entry = self._docs.get(blob_id)
         if entry is None and "docs" not in self._all:
             rows = self._select("docs", [blob_id])
@@ -188,19 +200,23 @@ class DocCache:
         if entry is None:
             return None
         self._used.add(blob_id)
-        path, documents, diagnostics = entry
-        return FileResult(path, blob_id, [Document(path, index, line, data, blob_id) for index, line, data in documents],
-                          [Diagnostic(*d) for d in diagnostics])
+        return _result_of(blob_id, entry)
 
     def put(self, blob_id: str, result: FileResult) -> None:
+        """A parsed file, kept as it is for `get` too (a load that follows builds nothing again)."""
         self.put_entry(blob_id, entry_of(result))
+        self._built[blob_id] = result
 
-    def put_entry(self, blob_id: str, entry: tuple, new: bool = True) -> None:
-        """A parsed file in its stored form (`entry_of`); `new=False`: another process stored it already."""
+    def put_entry(self, blob_id: str, entry: tuple, new: bool = True, build: bool = False) -> None:
+        """A parsed file in its stored form (`entry_of`); `new=False`: another process stored it already.
+        `build`: its FileResult is made now rather than by the `get` that asks for it."""
         self._docs[blob_id] = entry
+        self._built.pop(blob_id, None)
         if new:
             self._new_docs[blob_id] = entry
         self._used.add(blob_id)
+        if build:
+            self._built[blob_id] = _result_of(blob_id, entry)
 
     def has(self, blob_id: str) -> bool:
         if blob_id in self._docs:
@@ -347,7 +363,7 @@ class DocCache:
         keeps only what it reads again."""
         if self.dirty:
             return
-        self._docs, self._validated = {}, {}
+        self._docs, self._validated, self._built = {}, {}, {}
         self._all = set()
         self._used, self._used_validated = set(), set()
 
