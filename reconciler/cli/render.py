@@ -41,6 +41,14 @@ class Out:
         else:
             self.stream.write(text + "\n")
 
+    def lines(self, lines: list[tuple[str, str | None]]) -> None:
+        """`line` of each (text, style); without colour in one write (a 10,000-action plan made 10,000)."""
+        if self.colour:
+            for text, style in lines:
+                self.line(text, style)
+        elif lines:
+            self.stream.write("\n".join(text for text, _ in lines) + "\n")
+
     def json(self, data) -> None:
         self.stream.write(dumps_indented(data) + "\n")
 
@@ -95,17 +103,19 @@ def plan_text(out: Out, plan: Plan) -> None:
         out.line(f"Reconciler will perform these actions ({where}):")
     out.line()
     width = max(len(a.id) for a in plan.actions)
+    lines: list[tuple[str, str | None]] = []
     for a in plan.actions:
-        out.line(f"  {a.symbol:>3} {a.id:<{width}}  {a.reason}", COLOURS[a.action])
+        lines.append((f"  {a.symbol:>3} {a.id:<{width}}  {a.reason}", COLOURS[a.action]))
         for c in a.changes:
             before = fmt_value(redact_path(c.path, c.before))
             after = fmt_value(redact_path(c.path, c.after))
             if c.kind == "added":
-                out.line(f"        + {c.path}: {after}", "green")
+                lines.append((f"        + {c.path}: {after}", "green"))
             elif c.kind == "removed":
-                out.line(f"        - {c.path}: {before}", "red")
+                lines.append((f"        - {c.path}: {before}", "red"))
             else:
-                out.line(f"        ~ {c.path}: {before} -> {after}", "yellow")
+                lines.append((f"        ~ {c.path}: {before} -> {after}", "yellow"))
+    out.lines(lines)
     if plan.access:
         access_text(out, plan.access)
     out.line()
