@@ -5,10 +5,11 @@ A first `validate` or `plan` of a large repository parses and validates every fi
 from the document cache are shared out between this process and `workers - 1` forked children, in
 chunks taken from a common queue (a process slowed by other work takes fewer). Each child reads, parses
 and validates its chunks and hands the results back as marshalled plain data through a temporary file,
-chunk by chunk; this process does its own chunks meanwhile, then takes the children's results as cache
-hits. Once the queue is empty a child writes its results to the document cache itself, while this
-process goes on linking (the command's end waits for it). The resolver then finds every file parsed
-and every document validated.
+chunk by chunk; this process does its own chunks meanwhile and, between them, takes the children's
+finished chunks as cache hits. Once the queue is empty a child writes its results to the document cache
+itself, while this process goes on linking: in a one-shot command holding the cache's writers lock, so
+that the command may exit before that write ends (the next command's readers wait for the lock); else the
+command's end waits for it. The resolver then finds every file parsed and every document validated.
 
 Only where forking is safe and worth it: a POSIX system, more than one CPU, no other thread running
 (a forked child of a threaded process may inherit a held lock; the daemon has threads and loads
