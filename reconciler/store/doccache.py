@@ -74,6 +74,9 @@ def _key(key) -> str:
     return key if isinstance(key, str) else repr(key)
 
 
+BACKGROUND_BUSY_TIMEOUT = 30.0  # seconds a writer outliving its command waits for another's transaction
+
+
 class DocCache:
     def __init__(self, state_dir: Path, max_entries: int = MAX_ENTRIES):
         self.path = Path(state_dir) / "cache" / CACHE_FILE
@@ -104,11 +107,14 @@ class DocCache:
         return self._conn
 
     def _connect(self, create: bool) -> sqlite3.Connection | None:
-        from reconciler.store.writebehind import wait_for_writers
+        from reconciler.store.writebehind import detached, wait_for_writers
 
         wait_for_writers(self.path.parent)  # an earlier command's caches, whole (store/writebehind.py)
         try:
-            conn = sqlite3.connect(str(self.path), timeout=2.0, isolation_level=None, check_same_thread=False)
+            # a command's writer child and its cold load's worker may write at once, after the command: neither
+            # is waited for, so either waits for the other's transaction (~0.1-0.2 s at 10,000 files) longer
+            timeout = BACKGROUND_BUSY_TIMEOUT if detached() else 2.0
+            conn = sqlite3.connect(str(self.path), timeout=timeout, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             # A crash of the process never loses a committed write in WAL mode; only a crash of the machine
             # could, and a damaged cache file reads as empty (it is deleted and written again).

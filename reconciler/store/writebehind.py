@@ -90,7 +90,9 @@ def writes_behind() -> bool:
 
 
 def detached() -> bool:
-    """This process is finish()'s writer child: it must not create directories (its state dir may be gone)."""
+    """This process outlives its command (finish()'s writer child, or a cold load's worker writing its share):
+    it must not create directories (its state dir may be gone), and it may wait longer for a database another
+    such child is writing, since nobody waits for it."""
     return _detached
 
 
@@ -230,7 +232,10 @@ def still_there(cache_dir: Path, fd: int | None) -> bool:
 
 def leave_terminal() -> None:
     """In a child that outlives its command: no terminal's signals, and /dev/null for its standard streams (a
-    pipe reading the command's output ends with the command; the shell does not wait for the child)."""
+    pipe reading the command's output ends with the command; the shell does not wait for the child). It is
+    `detached()` from then on."""
+    global _detached
+    _detached = True
     os.setsid()
     null = os.open(os.devnull, os.O_RDWR)
     for stream in (0, 1, 2):
@@ -238,10 +243,8 @@ def leave_terminal() -> None:
 
 
 def _write_detached(locks: dict) -> None:
-    global _detached
     code = 1
     try:
-        _detached = True
         leave_terminal()
         import gc
 
