@@ -31,6 +31,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from settle import wait_for_background  # noqa: E402  (a sibling script)
 
 
 def export(rev: str, dest: Path) -> Path:
@@ -47,6 +49,7 @@ def export(rev: str, dest: Path) -> Path:
 
 
 def run_once(python: str, tree: Path, args: list[str], state: Path, cold: bool) -> tuple[float, float, int]:
+    wait_for_background(state)  # the last command's cache writes end first (bench/settle.py)
     if cold:
         shutil.rmtree(state, ignore_errors=True)
     env = dict(os.environ, PYTHONPATH=str(tree))

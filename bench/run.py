@@ -40,6 +40,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import gen_repo  # noqa: E402  (a sibling script, not a package)
+from settle import wait_for_background  # noqa: E402
 
 DEFAULT_PEERS = Path("/work/shared/peers/README.md")
 
@@ -129,6 +130,7 @@ class Bench:
     def measure(self, op: Operation, args: list[str], runs: int, before=None, timeout: float | None = None) -> Result:
         res = Result(op)
         for k in range(runs):
+            wait_for_background(self.state)  # the last command's cache writes end first (bench/settle.py)
             if before:
                 before(k)
             log = self.work / "logs" / f"{op.key}-{k}.log"
