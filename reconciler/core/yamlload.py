@@ -10,7 +10,6 @@ position, and a file with any error yields no documents (it is "broken").
 from __future__ import annotations
 
 from sys import intern
-from typing import Callable
 
 import yaml
 from yaml.constructor import ConstructorError
