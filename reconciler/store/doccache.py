@@ -74,6 +74,7 @@ def _key(key) -> str:
     return key if isinstance(key, str) else repr(key)
 
 
+BUSY_TIMEOUT = 2.0  # seconds a command waits for another process's transaction on the cache
 BACKGROUND_BUSY_TIMEOUT = 30.0  # seconds a writer outliving its command waits for another's transaction
 
 
@@ -110,10 +111,11 @@ class DocCache:
         from reconciler.store.writebehind import detached, wait_for_writers
 
         wait_for_writers(self.path.parent)  # an earlier command's caches, whole (store/writebehind.py)
+        conn = None
         try:
             # a command's writer child and its cold load's worker may write at once, after the command: neither
             # is waited for, so either waits for the other's transaction (~0.1-0.2 s at 10,000 files) longer
-            timeout = BACKGROUND_BUSY_TIMEOUT if detached() else 2.0
+            timeout = BACKGROUND_BUSY_TIMEOUT if detached() else BUSY_TIMEOUT
             conn = sqlite3.connect(str(self.path), timeout=timeout, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             # A crash of the process never loses a committed write in WAL mode; only a crash of the machine
@@ -134,8 +136,16 @@ class DocCache:
                 conn.executescript(_SCHEMA)
                 conn.execute("INSERT OR REPLACE INTO meta VALUES ('format', ?)", (repr(FORMAT),))
             return conn
-        except (sqlite3.Error, OSError):
-            if create:  # a corrupt file: start over (it is only a cache)
+        except (sqlite3.Error, OSError) as exc:
+            if conn is not None:
+                try:
+                    conn.close()
+                except sqlite3.Error:
+                    pass
+            # a corrupt file: start over (it is only a cache); but a file another process is writing is not
+            # corrupt, and deleting it under that writer would lose its work
+            if create and (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF not in (sqlite3.SQLITE_BUSY,
+                                                                                   sqlite3.SQLITE_LOCKED):
                 try:
                     self.path.unlink(missing_ok=True)
                     for extra in ("-wal", "-shm"):

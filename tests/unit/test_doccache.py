@@ -51,3 +51,34 @@ def test_snapshots_are_kept_by_key_and_only_the_newest_few(tmp_path):
         assert cache.put_snapshot(f"s{i}", bytes([i]))
     again = DocCache(tmp_path)
     assert again.get_snapshot("s5") == b"\x05" and again.get_snapshot("s0") is None
+
+
+def test_a_cache_file_another_process_is_writing_is_not_taken_for_a_corrupt_one(tmp_path, monkeypatch):
+    """Creating a cache whose file holds another format (an older release's) needs the write lock; while
+    another connection holds it, the attempt fails as busy and leaves the file alone (up to session 12 it
+    deleted the file as if corrupt, under the writer, and made a new one), and a later attempt, once the lock
+    is gone, makes the cache."""
+    import sqlite3
+
+    from reconciler.store import doccache
+
+    monkeypatch.setattr(doccache, "BUSY_TIMEOUT", 0.05)
+    path = tmp_path / "cache" / doccache.CACHE_FILE
+    path.parent.mkdir(parents=True)
+    other = sqlite3.connect(str(path), isolation_level=None)
+    other.execute("PRAGMA journal_mode=WAL")
+    other.execute("CREATE TABLE meta (k TEXT PRIMARY KEY, v TEXT)")
+    other.execute("INSERT INTO meta VALUES ('format', 'an older one')")
+    other.execute("BEGIN IMMEDIATE")  # another process writing
+    other.execute("INSERT INTO meta VALUES ('x', 'y')")
+    cache = DocCache(tmp_path)
+    cache.put_entry("blob", ("a.yaml", (), ()))
+    assert not cache.save()  # busy: nothing written, nothing lost
+    assert path.exists()
+    assert other.execute("SELECT v FROM meta WHERE k = 'x'").fetchone() == ("y",)
+    other.execute("COMMIT")
+    other.close()
+    again = DocCache(tmp_path)
+    again.put_entry("blob", ("a.yaml", (), ()))
+    assert again.save()
+    assert DocCache(tmp_path).has("blob")
