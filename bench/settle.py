@@ -11,29 +11,11 @@ state). Up to session 11 they did not wait, and those figures hold that overlap.
 """
 from __future__ import annotations
 
-import fcntl
-import os
-import time
 from pathlib import Path
 
-LOCK = Path("cache") / ".writers.lock"
+from reconciler.store.writebehind import wait_until_written
 
 
-def wait_for_background(state: Path, timeout: float = 60.0) -> float:
-    """Wait until no process holds `state`'s cache writers lock (at most `timeout` s); the seconds waited."""
-    started = time.perf_counter()
-    try:
-        fd = os.open(Path(state) / LOCK, os.O_RDONLY)
-    except OSError:  # no state, or no writer ever ran there
-        return 0.0
-    try:
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return time.perf_counter() - started
-            except BlockingIOError:
-                if time.perf_counter() - started >= timeout:
-                    return time.perf_counter() - started
-                time.sleep(0.01)
-    finally:
-        os.close(fd)
+def wait_for_background(state: Path, timeout: float = 60.0) -> None:
+    """Wait until no process holds `state`'s cache writers lock (at most `timeout` s)."""
+    wait_until_written(Path(state) / "cache", timeout)

@@ -144,8 +144,14 @@ def wait_for_writers(cache_dir: Path, timeout: float = WAIT_FOR_WRITERS) -> None
     if key in _waited or _detached:
         return
     _waited.add(key)
+    wait_until_written(cache_dir, timeout)
+
+
+def wait_until_written(cache_dir: Path, timeout: float = WAIT_FOR_WRITERS) -> None:
+    """Wait until no process holds `cache_dir`'s writers lock, every time it is asked (at most `timeout`
+    seconds). `wait_for_writers` is this once per process; the benchmarks call it before each timed run."""
     try:
-        fd = os.open(os.path.join(key, LOCK_NAME), os.O_RDONLY)
+        fd = os.open(os.path.join(str(cache_dir), LOCK_NAME), os.O_RDONLY)
     except OSError:  # no lock file: no writer ever ran here
         return
     try:
@@ -174,7 +180,7 @@ def _detach() -> None:
     locks = {}
     for _, cache_dir in _queued:
         if cache_dir not in locks:
-            locks[cache_dir] = _hold(cache_dir)
+            locks[cache_dir] = hold_for_writes(cache_dir)
     try:
         pid = os.fork()
     except OSError:  # no memory or process slots for a child: write in line
@@ -195,16 +201,11 @@ def _detach() -> None:
 
 
 def hold_for_writes(cache_dir: Path) -> int | None:
-    """For a forked worker that writes under `cache_dir` after its command may have exited: the writers' lock
-    taken now, while the command runs, so that the next command waits for those writes as for the detached
-    writer's (released when the worker exits). Pair with `leave_terminal` and `still_there`."""
-    return _hold(cache_dir)
-
-
-def _hold(cache_dir: Path) -> int | None:
     """`cache_dir`'s writers lock file, open and shared-locked; None where it cannot be made (a read-only
     state dir: the writes would fail too). On a file system without locks it is open but not locked: the
-    caches are still written, and a next command does not wait for them."""
+    caches are still written, and a next command does not wait for them. Taken while the command runs by
+    whoever writes after it (the detached writer, a cold load's worker: pair with `leave_terminal` and
+    `still_there`), and released when that process exits."""
     try:
         import fcntl
 
