@@ -46,11 +46,7 @@ class YamlLocator:
 def _step(node: Node, step, merging: frozenset = frozenset()) -> tuple[yaml.Mark, Node] | None:
     """(mark to report, child node) one key or index down; a mapping entry reports its key's mark.
     `merging` holds the mappings whose `<<` sources are being searched, against merge cycles."""
-    from yaml.nodes import (  # imported already: a node was composed
-        MappingNode,
-        ScalarNode,
-        SequenceNode,
-    )
+    from yaml.nodes import MappingNode, ScalarNode, SequenceNode  # imported already: a node was composed
 
     from .yamlload import MERGE_TAG
 

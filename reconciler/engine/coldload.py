@@ -249,9 +249,8 @@ def _child(source, chunks, queue_r: int, state_dir: Path, out, done_w: int, side
             side._in_worker()  # its answer is what the parent waits for last: before the cache
         if detach:
             leave_terminal()
-            if not still_there(cache_dir, lock):  # the state dir was removed meanwhile: nothing to write
-                os._exit(0)
-        cache.save()
+        if not detach or still_there(cache_dir, lock):  # else the state dir was removed: nothing to write
+            cache.save()
         code = 0
     except BaseException:  # noqa: BLE001  the parent parses what this worker did not finish
         code = 1
