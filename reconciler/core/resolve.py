@@ -618,12 +618,12 @@ class Resolver:
             owner, _, dataset = rest.partition("/")
             if scheme == "depot":
                 if kind == "write":
-                    self._error(doc, f"{r.type} '{r.name}': cannot write into depot dataset {target}; outputs go to lake://WORKSPACE/TABLE", ref.path)
+                    self._error(doc, f"{_what(r)}: cannot write into depot dataset {target}; outputs go to lake://WORKSPACE/TABLE", ref.path)
                     return False
                 rid = make_id("depot", owner)
                 if rid in known:
                     return rid
-                self._error(doc, f"{r.type} '{r.name}': dataset {target} names unknown depot '{owner}'"
+                self._error(doc, f"{_what(r)}: dataset {target} names unknown depot '{owner}'"
                             + _suggest(owner, [split_id(k)[2] for k in known if k.startswith("depot:")]), ref.path,
                             hint="define the depot, or fix the address (depot://DEPOT/DATASET)")
                 return False
@@ -631,7 +631,7 @@ class Resolver:
                 ws_id = make_id("workspace", owner)
                 if kind == "write":
                     if r.type == "workflow" and owner != r.workspace:
-                        self._error(doc, f"{r.type} '{r.name}': output {target} is in workspace '{owner}', but a workflow may only "
+                        self._error(doc, f"{_what(r)}: output {target} is in workspace '{owner}', but a workflow may only "
                                          f"write into its own workspace '{r.workspace}'", ref.path)
                         return False
                     return None
@@ -639,27 +639,24 @@ class Resolver:
                 if table_writers:
                     if r.id in table_writers:
                         return None  # a table the workflow writes itself: its own jobs order the reads
-                    # the workflow writing it (several: depend on all of them)
-                    if len(table_writers) == 1:
-                        return next(iter(table_writers))
-                    others = sorted(table_writers)
+                    others = sorted(table_writers)  # the workflow writing it (several: depend on all of them)
                     r.depends_on.update(others[1:])
                     return others[0]
                 if ws_id not in known and owner != DEFAULT_WORKSPACE:
-                    self._error(doc, f"{r.type} '{r.name}': dataset {target} is in unknown workspace '{owner}'", ref.path)
+                    self._error(doc, f"{_what(r)}: dataset {target} is in unknown workspace '{owner}'", ref.path)
                     return False
                 if not any(i.startswith("workflow:") for i in self.out.invalid_ids):  # an invalid one may write it
-                    self._warn(doc, f"{r.type} '{r.name}': no workflow in this repository writes {target}", ref.path,
+                    self._warn(doc, f"{_what(r)}: no workflow in this repository writes {target}", ref.path,
                                hint="check the table name, or ignore this if the table is written outside Reconciler")
                 return ws_id if ws_id in known else None
-            self._error(doc, f"{r.type} '{r.name}': '{target}' is not a dataset address (depot://DEPOT/DATASET or lake://WORKSPACE/TABLE)", ref.path)
+            self._error(doc, f"{_what(r)}: '{target}' is not a dataset address (depot://DEPOT/DATASET or lake://WORKSPACE/TABLE)", ref.path)
             return False
         if kind in ("stack", "operator"):
             rid = make_id(kind, target)
             if rid in known:
                 return rid
             extra = BUILTIN_STACKS if kind == "stack" else ()
-            self._error(doc, f"{r.type} '{r.name}': unknown {kind} '{target}'"
+            self._error(doc, f"{_what(r)}: unknown {kind} '{target}'"
                         + _suggest(target, [split_id(k)[2] for k in known if k.startswith(kind + ":")] + list(extra)),
                         ref.path, hint=f"built-in stacks: {', '.join(BUILTIN_STACKS)}" if kind == "stack" else None)
             return False
@@ -668,7 +665,7 @@ class Resolver:
             rid = make_id("secret", name, ws or r.workspace or DEFAULT_WORKSPACE)
             if rid in known:
                 return rid
-            self._error(doc, f"{r.type} '{r.name}': unknown secret '{name}' in workspace '{ws or r.workspace or DEFAULT_WORKSPACE}'", ref.path,
+            self._error(doc, f"{_what(r)}: unknown secret '{name}' in workspace '{ws or r.workspace or DEFAULT_WORKSPACE}'", ref.path,
                         hint="define a `type: secret` artefact there (its value comes from the environment or a file)")
             return False
         if kind == "resource":
@@ -678,7 +675,7 @@ class Resolver:
                 rid = make_id(type_, name, r.workspace or DEFAULT_WORKSPACE)
             if rid in known:
                 return rid
-            self._error(doc, f"{r.type} '{r.name}': depends_on names unknown resource '{target}'" + _suggest(rid, known), ref.path)
+            self._error(doc, f"{_what(r)}: depends_on names unknown resource '{target}'" + _suggest(rid, known), ref.path)
             return False
         return None
 
@@ -717,6 +714,11 @@ class Resolver:
                             hint="remove one of these dependencies (depends_on, a dataset read, or a bundle dependency)")
                 for c in set(cycle):
                     self._drop(c)
+
+
+def _what(r: Resource) -> str:
+    """How a reference's errors name the resource (only formatted when there is one to report)."""
+    return f"{r.type} '{r.name}'"
 
 
 def _subject_names(spec: dict) -> set[str]:
