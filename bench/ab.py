@@ -16,7 +16,8 @@ first, untimed, e.g. a plan that fills that version's caches; `--before "SHELL"`
 every run, e.g. a one-file commit, so that each version plans a commit of its own). Prints, per version, the
 median, first quartile and minimum of the wall time, and of the CPU time of the process and the
 children it waited for (forked workers; not the detached cache writer). Exit codes other than 0 and 2
-are reported.
+are reported. Each exported package is compiled to bytecode first, as an installed one is (`--source`:
+not; see bench/bytecode.py).
 """
 from __future__ import annotations
 
@@ -32,11 +33,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from settle import wait_for_background  # noqa: E402  (a sibling script)
+from bytecode import compile_package  # noqa: E402  (sibling scripts)
+from settle import wait_for_background  # noqa: E402
 
 
-def export(rev: str, dest: Path) -> Path:
-    """The `reconciler` package of `rev` (or of the work tree for ".") under dest."""
+def export(rev: str, dest: Path, compiled: bool) -> Path:
+    """The `reconciler` package of `rev` (or of the work tree for ".") under dest, with its bytecode unless
+    not `compiled` (bench/bytecode.py)."""
     dest.mkdir(parents=True)
     if rev == ".":
         shutil.copytree(ROOT / "reconciler", dest / "reconciler",
@@ -45,6 +48,8 @@ def export(rev: str, dest: Path) -> Path:
         archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "reconciler"], check=True,
                                  capture_output=True).stdout
         subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    if compiled:
+        compile_package(dest / "reconciler")
     return dest
 
 
@@ -70,6 +75,7 @@ def main() -> int:
     ap.add_argument("--state-from", type=Path, help="copy this state dir for each version to start from")
     ap.add_argument("--prepare", help="a reconciler command (STATE allowed) run once per version, untimed")
     ap.add_argument("--before", help="a shell command run before every timed run")
+    ap.add_argument("--source", action="store_true", help="no bytecode: every run compiles the modules it imports")
     ap.add_argument("command", nargs=argparse.REMAINDER, help="-- and the reconciler command")
     a = ap.parse_args()
     command = a.command[1:] if a.command[:1] == ["--"] else a.command
@@ -77,7 +83,7 @@ def main() -> int:
         ap.error("give the command after --")
     work = Path(tempfile.mkdtemp(prefix="reconciler-ab-"))
     try:
-        trees = [export(rev, work / f"v{i}" / "src") for i, rev in enumerate(a.revs)]
+        trees = [export(rev, work / f"v{i}" / "src", not a.source) for i, rev in enumerate(a.revs)]
         for i, tree in enumerate(trees):
             if a.state_from:
                 shutil.copytree(a.state_from, work / f"v{i}" / "state", symlinks=True)

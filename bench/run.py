@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bytecode  # noqa: E402  (a sibling script)
 import gen_repo  # noqa: E402  (a sibling script, not a package)
 from settle import wait_for_background  # noqa: E402
 
@@ -270,11 +271,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=600, help="seconds per process")
     ap.add_argument("--apply-timeout", type=float, default=3600, help="seconds for the one apply")
     ap.add_argument("--json", type=Path, help="append one JSON record per operation to this file")
+    ap.add_argument("--source", action="store_true",
+                    help="do not compile the package first: time it as an editable install starts with "
+                         "PYTHONDONTWRITEBYTECODE set, compiling every module from source (bench/bytecode.py)")
     ap.add_argument("--loose", action="store_true",
                     help="keep the repository's objects loose, as gen_repo.py left them up to session 11")
     a = ap.parse_args(argv)
 
     exe = find_cli()
+    pkg = bytecode.package_dir()
+    if not a.source:
+        bytecode.compile_package(pkg)
     work = a.work.resolve() if a.work else Path(tempfile.mkdtemp(prefix="reconciler-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     repo, state = work / "repo", work / "state"
@@ -286,7 +293,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"# {exe}  python {platform.python_version()}  cpus {os.cpu_count()}  "
               f"generated {a.artefacts} artefacts in {folders} folders at {repo} "
               f"({'loose objects' if a.loose else 'packed'}) "
-              f"in {time.perf_counter() - t0:.1f} s", flush=True)
+              f"in {time.perf_counter() - t0:.1f} s; {pkg} "
+              f"{'from source (--source)' if a.source else 'compiled to bytecode first'}", flush=True)
         results = Bench(exe, work, repo, state, a.timeout, a.cache_subdir).run_all(a.runs, a.apply_timeout)
     finally:
         # a failed run keeps its logs; a clean temporary one is removed unless --keep

@@ -76,6 +76,10 @@ if [[ ${QUICKSTART_SKIP_INSTALL:-0} != 1 ]]; then
   fi
   say "installing reconciler into $VENV (pip install -e .)"
   "$VENV/bin/pip" install -q -e "$ROOT"
+  # `pip install .` compiles the package's modules; an editable install leaves that to Python's first
+  # import, which writes no bytecode where PYTHONDONTWRITEBYTECODE is set, and every command would then
+  # compile its modules from source again (~0.08 s of a one-file plan). Compile them once here.
+  "$VENV/bin/python" -m compileall -q "$ROOT/reconciler" >/dev/null
 fi
 RECONCILER=$VENV/bin/reconciler
 PY=$VENV/bin/python
