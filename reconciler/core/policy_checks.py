@@ -53,17 +53,30 @@ class DatasetUniverse:
     @classmethod
     def of(cls, resources: Iterable[Resource], writes: Iterable[str], *, unsure_lake: bool = False,
            unsure_depots: bool = False) -> "DatasetUniverse":
-        u = cls(unsure_lake=unsure_lake, unsure_depots=unsure_depots)
+        depots: dict[str, tuple[str, ...] | None] = {}
+        opaque: set[str] = set()
+        for r in resources:
+            if r.type == "depot":
+                depots[r.name] = depot_datasets(r.spec)
+            elif r.type == "workflow" and has_opaque_job(r.spec):
+                opaque.add(r.workspace or "")
+        return cls.of_facts(depots, writes, opaque, unsure_lake=unsure_lake, unsure_depots=unsure_depots)
+
+    @classmethod
+    def of_facts(cls, depots: dict[str, tuple[str, ...] | None], writes: Iterable[str], opaque_workspaces: set[str],
+                 *, unsure_lake: bool = False, unsure_depots: bool = False) -> "DatasetUniverse":
+        """The universe of depots' listed datasets (`depot_datasets`), written addresses and the workspaces of
+        workflows with opaque jobs."""
+        u = cls(depots=dict(depots), opaque_workspaces=set(opaque_workspaces), unsure_lake=unsure_lake,
+                unsure_depots=unsure_depots)
         for address in sorted(set(writes)):
             if address.startswith("lake://"):
                 u.lake.setdefault(address[7:].split("/", 1)[0], []).append(address)
-        for r in resources:
-            if r.type == "depot":
-                listed = (r.spec.get("depot") or {}).get("datasets")
-                u.depots[r.name] = tuple(listed) if listed else None
-            elif r.type == "workflow" and has_opaque_job(r.spec):
-                u.opaque_workspaces.add(r.workspace or "")
         return u
+
+    def facts(self) -> tuple:
+        """Everything the checks read of this universe, as plain data: equal facts, equal findings."""
+        return self.lake, self.depots, sorted(self.opaque_workspaces), self.unsure_lake, self.unsure_depots
 
     def concrete(self, pattern: str) -> set[str]:
         """The known addresses `pattern` matches (for depots listing no datasets there are none to name)."""
@@ -107,6 +120,12 @@ class DatasetUniverse:
         for name, listed in self.depots.items():
             out += [f"depot://{name}/*"] + [f"depot://{name}/{d}" for d in listed or ()]
         return out
+
+
+def depot_datasets(spec: dict) -> tuple[str, ...] | None:
+    """The datasets a depot lists; None when it lists none (then any dataset of its source may exist)."""
+    listed = (spec.get("depot") or {}).get("datasets")
+    return tuple(listed) if listed else None
 
 
 def _head_matches(head: str, name: str) -> bool:

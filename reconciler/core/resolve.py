@@ -64,6 +64,8 @@ class Validated:
     identity: tuple | None  # (type, workspace, name) even for an invalid document
 
 
+LOCATE = object()  # a diagnostic's position: still to be found by the locator
+
 VALIDATE_BATCH = 100  # documents per validate_many call: enough for its stages, few enough for the CPU's caches
 
 
@@ -130,22 +132,28 @@ class Resolver:
         self._failed_policies: dict[str, Resource] = {}
         self._policy_warnings: list[Diagnostic] = []
         self.replaced: dict[str, Resource] = {}  # the last update's resources as they were before it
+        # the full resolve's policy findings when worked out elsewhere: (policies, universe, subjects,
+        # validated_hash) -> [(Finding, position or None)] if they were worked out on those facts, else None
+        # (engine/policy_ahead.py)
+        self.policies_ahead = None
 
     # -- diagnostics -------------------------------------------------------------------------
-    def _place(self, d: Diagnostic, doc: _Doc) -> Diagnostic:
+    def _place(self, d: Diagnostic, doc: _Doc, at=LOCATE) -> Diagnostic:
+        """`d` at its key path's line and column in `doc` (`at`: that position, found already; None: unknown)."""
         if d.file is not None and d.line is not None:
             return d
-        path = tuple(doc.prefix) + tuple(d.path or ())
-        pos = self.locator.locate(doc.file, doc.doc_index, path) if self.locator else None
-        line, col = pos if pos else (doc.line, None)
+        if at is LOCATE:
+            path = tuple(doc.prefix) + tuple(d.path or ())
+            at = self.locator.locate(doc.file, doc.doc_index, path) if self.locator else None
+        line, col = at if at else (doc.line, None)
         return Diagnostic(d.severity, d.message, doc.file, line, col, d.hint)
 
-    def _error(self, doc: _Doc, message: str, path: tuple = (), hint: str | None = None) -> None:
-        self.out.diagnostics.append(self._place(error(message, path=path, hint=hint), doc))
+    def _error(self, doc: _Doc, message: str, path: tuple = (), hint: str | None = None, at=LOCATE) -> None:
+        self.out.diagnostics.append(self._place(error(message, path=path, hint=hint), doc, at))
         self.out.broken_files.add(doc.file)
 
-    def _warn(self, doc: _Doc, message: str, path: tuple = (), hint: str | None = None) -> None:
-        self.out.diagnostics.append(self._place(warning(message, path=path, hint=hint), doc))
+    def _warn(self, doc: _Doc, message: str, path: tuple = (), hint: str | None = None, at=LOCATE) -> None:
+        self.out.diagnostics.append(self._place(warning(message, path=path, hint=hint), doc, at))
 
     # -- entry point -------------------------------------------------------------------------
     def resolve(self, files: dict, documents: list[Document]) -> Resolution:
@@ -388,15 +396,15 @@ class Resolver:
     def _check_policies(self, known: set[str], writers: dict) -> set[str]:
         """Place the findings of core/policy_checks.py; the ids of policies with errors (kept at their last
         applied state, like any resource whose references are wrong)."""
-        findings = self._policy_findings(known, writers)
+        findings, places = self._policy_findings(known, writers, ahead=self.policies_ahead)
         bad = set()
-        for f in findings:
+        for f, at in zip(findings, places):
             if f.severity == "error":
-                self._error(self._origin[f.policy_id], f.message, f.path, f.hint)
+                self._error(self._origin[f.policy_id], f.message, f.path, f.hint, at)
                 bad.add(f.policy_id)
         self._policy_errors = _error_keys(findings)
         self._failed_policies = {rid: self.out.resources[rid] for rid in bad}
-        self._place_policy_warnings(findings)
+        self._place_policy_warnings(findings, places)
         return bad
 
     def _recheck_policies(self) -> bool:
@@ -404,27 +412,29 @@ class Resolver:
         the warnings are placed again; False when any policy's errors changed, since dropping or restoring
         a policy needs the whole resolve."""
         known, writers = self._links
-        findings = self._policy_findings(known, writers, self._failed_policies.values())
+        findings, places = self._policy_findings(known, writers, self._failed_policies.values())
         if _error_keys(findings) != self._policy_errors:
             return False
         gone = {id(d) for d in self._policy_warnings}
         self.out.diagnostics = [d for d in self.out.diagnostics if id(d) not in gone]
-        self._place_policy_warnings(findings)
+        self._place_policy_warnings(findings, places)
         return True
 
-    def _place_policy_warnings(self, findings) -> None:
+    def _place_policy_warnings(self, findings, places) -> None:
         start = len(self.out.diagnostics)
-        for f in findings:
+        for f, at in zip(findings, places):
             if f.severity != "error":
-                self._warn(self._origin[f.policy_id], f.message, f.path, f.hint)
+                self._warn(self._origin[f.policy_id], f.message, f.path, f.hint, at)
         self._policy_warnings = self.out.diagnostics[start:]
 
-    def _policy_findings(self, known: set[str], writers: dict, failed=()) -> list:
+    def _policy_findings(self, known: set[str], writers: dict, failed=(), ahead=None) -> tuple[list, list]:
+        """The policy checks' findings, and where each is placed (LOCATE: still to be found). `ahead`: see
+        `policies_ahead`."""
         from reconciler.core import policy_checks
 
         policies = [r for r in self.out.resources.values() if r.type == "policy"] + list(failed)
         if not policies:
-            return []
+            return [], []
         absent = {k.partition(":")[0] for k in known - set(self.out.resources)}  # invalid, or kept for a broken file
         unsure = bool(absent & set(BUNDLE_TYPES))  # an invalid bundle's members are unknown
         universe = policy_checks.DatasetUniverse.of(
@@ -434,8 +444,12 @@ class Resolver:
         if self.known_subjects is not None:
             subjects = set(self.known_subjects) | {policy_checks.EVERYONE}
             for r in self.out.resources.values():
-                subjects |= _subject_names(r.spec)
-        return policy_checks.check_policies(policies, universe, subjects, self._filter_problem)
+                subjects |= subject_names(r.spec)
+        answered = ahead(policies, universe, subjects, self.validated_hash) if ahead is not None else None
+        if answered is not None:
+            return [f for f, _ in answered], [at for _, at in answered]
+        findings = policy_checks.check_policies(policies, universe, subjects, self._filter_problem)
+        return findings, [LOCATE] * len(findings)
 
     def _filter_problem(self, text: str) -> str | None:
         """policy_checks.filter_problem, remembered in the validation memo: the SQL parser is imported only
@@ -721,7 +735,7 @@ def _what(r: Resource) -> str:
     return f"{r.type} '{r.name}'"
 
 
-def _subject_names(spec: dict) -> set[str]:
+def subject_names(spec: dict) -> set[str]:
     """Subjects a resource makes known: its owner team, and a service's token consumers (they act as users)."""
     out = {spec["owner"]} if isinstance(spec.get("owner"), str) else set()
     section = spec.get("service") if spec.get("type") == "service" else None
@@ -740,7 +754,7 @@ def _policy_facts(spec: dict | None, subjects: bool) -> tuple:
     whether it writes tables its spec does not declare."""
     if not spec:
         return ()
-    return (tuple(sorted(_subject_names(spec))) if subjects else (),
+    return (tuple(sorted(subject_names(spec))) if subjects else (),
             spec.get("type") == "workflow" and has_opaque_job(spec))
 
 

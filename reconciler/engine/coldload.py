@@ -74,6 +74,10 @@ class SideJob:
     def run(self, items: list) -> object:  # pragma: no cover (abstract)
         raise NotImplementedError
 
+    def resolver_hook(self):
+        """What the resolver of this load takes from this job (Resolver.policies_ahead), or None."""
+        return None
+
     def _begin(self) -> None:
         self._mine: list = []
         self._in = tempfile.TemporaryFile(prefix="reconciler-side-in-")

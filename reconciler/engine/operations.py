@@ -79,8 +79,10 @@ def load_desired(target: Target, records: dict[str, Record] | None = None, sourc
     from reconciler.engine.coldload import Helper
 
     source = source or open_source(target)
-    # `validate` builds on a snapshot too: a helper validates the changed files while it is restored
-    return _desired(target, records or {}, source, snapshot, helper=Helper.start(source, Path(target.state_dir)))[0]
+    # `validate` builds on a snapshot too: a helper validates the changed files while it is restored; a cold
+    # load's worker checks the policies once its share is done
+    return _desired(target, records or {}, source, snapshot, helper=Helper.start(source, Path(target.state_dir)),
+                    side_for=lambda: _policies_ahead(target, source))[0]
 
 
 def _desired(target: Target, records: dict[str, Record], source,
@@ -88,8 +90,7 @@ def _desired(target: Target, records: dict[str, Record], source,
     from reconciler.core.loader import gc_paused
     from reconciler.engine.warm import WarmPlanner
 
-    known = target.subjects.known_for_validation() if target.subjects else None
-    warm = WarmPlanner(Path(target.state_dir), target.paths, known)
+    warm = WarmPlanner(Path(target.state_dir), target.paths, _known_subjects(target))
     warm.helper, warm.side_for = helper, side_for
     # Loading allocates millions of long-lived objects and no garbage cycles: the cyclic GC would
     # rescan them on every allocation burst (~1.5 s of a 10,000-file validate), so it pauses, and
@@ -255,6 +256,17 @@ def make_plan(target: Target, *, base: str | None = None, max_prune: int = 10, a
     if not base:
         plan.origin = (desired.resolution, options, warm)
     return plan, desired.diagnostics
+
+
+def _policies_ahead(target: Target, source):
+    from reconciler.engine.policy_ahead import PolicyAhead
+
+    return PolicyAhead(source, _known_subjects(target))
+
+
+def _known_subjects(target: Target) -> frozenset[str] | None:
+    """The instance's users and groups that policies' subjects are checked against; None: not checked."""
+    return target.subjects.known_for_validation() if target.subjects else None
 
 
 def _access_ahead(records: dict[str, Record], target: Target):

@@ -214,6 +214,8 @@ class WarmPlanner:
             self.side = self.side_for() if self.side_for is not None else None
             result: LoadResult = load_cold(source, self.paths, self.cache, self.state_dir, side=self.side)
             resolver = self._resolver(source, prior)
+            if self.side is not None and self.side.started:
+                resolver.policies_ahead = self.side.resolver_hook()
             resolver.resolve(result.files, result.documents)
             # the loader's own diagnostics (ignore rules, limits) that belong to no loaded file
             file_diags = {id(d) for fr in result.files.values() for d in fr.diagnostics}

@@ -389,6 +389,34 @@ def test_a_cold_plan_on_two_cores_equals_the_plan_on_one(tmp_path, twist):
     assert plans[0] == plans[1] and plans[0]["access"]
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("twist", ["as generated", "an invalid workflow"])
+def test_a_cold_validate_on_two_cores_equals_the_validate_on_one(tmp_path, twist):
+    """A cold validate forks a worker that also checks the policies and places what they find
+    (engine/policy_ahead.py); whether the resolver takes that answer (as generated: 800 overlap warnings) or
+    not (an invalid workflow makes the tables it may write unknown), every diagnostic, position included,
+    equals what a single process reports (RECONCILER_NO_FORK=1)."""
+    import json
+
+    repo = tmp_path / "repo"
+    _generated(repo)
+    if twist == "an invalid workflow":
+        flow = sorted(repo.glob("teams/*/workflow-*.yaml"))[0]
+        g = pygit2.Repository(str(repo))
+        flow.write_text(flow.read_text().replace("dag:", "dagg:"))
+        g.index.add_all()
+        g.index.write()
+        sig = pygit2.Signature("t", "t@example.com")
+        g.create_commit("HEAD", sig, sig, "break one", g.index.write_tree(), [g.head.target])
+    outs = []
+    for env in ({}, {"RECONCILER_NO_FORK": "1"}):
+        r = run_cli("validate", "--repo", repo, "--state-dir", tmp_path / f"state{len(outs)}", "-o", "json", env=env)
+        assert r.code == (1 if twist == "an invalid workflow" else 0), r
+        outs.append(json.loads(r.out))
+    warnings = [d for d in outs[0]["diagnostics"] if d["severity"] == "warning" and "deny wins" in d["message"]]
+    assert outs[0] == outs[1] and warnings and all(d["line"] and d["col"] for d in warnings)
+
+
 def test_a_large_plan_is_memoised_with_its_access_diff(tmp_path):
     """A one-shot plan's memo is written by a detached child after the command has answered
     (store/writebehind.py, store/planmemo.py): the memo holds the whole plan, access included, and the

@@ -1,0 +1,119 @@
+"""The policy checks of a cold `validate`, worked out by the cold load's worker while this process links.
+
+The checks run once every document is validated (core/policy_checks.py: patterns, subjects, filters and
+allow/deny overlaps); placing what they find means composing each policy file again for positions. On the
+10,000-artefact bench that is ~0.06 s of the resolve's serial end (~0.025 s of checks, ~0.035 s placing 800
+overlap warnings from 400 files), while the worker, its share of the files done, sits idle. So the worker
+gets this process's validated documents too (coldload.SideJob), runs the same checks on what the resolution
+will almost surely hold (every valid document a resource) and finds each finding's line and column.
+
+Whether that guess is what the resolver holds is checked on the facts the checks read: the policies (id and
+validated hash, in resolution order; equal hashes are equal specs), the dataset universe and the known
+subjects. Anything else (an invalid document or a kept one, which makes the universe unsure, an inline
+bundle member, duplicate ids) fails the check, and this process works the findings out itself as before:
+the guess can cost time, never change an answer. A `plan` gives its worker the access diff instead
+(engine/access_ahead.py), which it needs later than the resolve needs these.
+"""
+from __future__ import annotations
+
+from reconciler.core.ids import make_id
+from reconciler.core.scopes import has_opaque_job, workspace_scoped
+from reconciler.engine.coldload import SideJob
+
+
+class _Policy:
+    """What the checks read of a policy resource."""
+
+    __slots__ = ("id", "name", "spec")
+
+    def __init__(self, rid: str, name: str, spec: dict):
+        self.id, self.name, self.spec = rid, name, spec
+
+
+class PolicyAhead(SideJob):
+    def __init__(self, source, known_subjects: frozenset[str] | None):
+        self.source = source  # the worker reads the policy files from it for positions
+        self.subjects = None if known_subjects is None else frozenset(known_subjects)
+
+    # -- both processes: what each validated ---------------------------------------------------------
+    def collect(self, path: str, index: int, validated):
+        from reconciler.core.policy_checks import depot_datasets
+        from reconciler.core.resolve import subject_names
+
+        if type(validated) is str:  # a policy filter's verdict, remembered beside the documents
+            return None
+        if type(validated) is tuple:  # the worker's stored form (store/doccache.py validated_to_data)
+            if validated[0] != "V":
+                return None
+            _, spec, hash_, refs, _, diags, identity = validated
+            failed = any(d[0] == "error" for d in diags)
+            writes = [target for kind, target, *_ in refs if kind == "write"]
+        else:
+            spec, hash_, identity = validated.spec, validated.hash, validated.identity
+            failed = any(d.is_error for d in validated.diagnostics)
+            writes = [r.target for r in validated.refs if r.kind == "write"]
+        if spec is None or failed or identity is None:
+            return None
+        type_, workspace, name = identity
+        workspace = workspace if workspace_scoped(type_) else None
+        fact = spec if type_ == "policy" else depot_datasets(spec) if type_ == "depot" else \
+            type_ == "workflow" and has_opaque_job(spec)
+        subjects = tuple(subject_names(spec)) if self.subjects is not None else ()
+        return (path, index, make_id(type_, name, workspace), type_, name, workspace, hash_, writes, fact, subjects)
+
+    # -- the worker ---------------------------------------------------------------------------------
+    def run(self, items: list):
+        from reconciler.core.locate import YamlLocator
+        from reconciler.core.policy_checks import EVERYONE, DatasetUniverse, check_policies
+
+        items.sort(key=lambda item: (item[0], item[1]))  # the loader's order: files by path, documents by index
+        seen: set[str] = set()
+        policies, hashes, where = [], [], {}
+        depots: dict = {}
+        opaque: set[str] = set()
+        writes: list[str] = []
+        named: set[str] = set()
+        for path, index, rid, type_, name, workspace, hash_, written, fact, subjects in items:
+            if rid in seen:
+                return None  # duplicate ids: the resolver reports them, and drops one
+            seen.add(rid)
+            writes += written
+            named.update(subjects)
+            if type_ == "policy":
+                policies.append(_Policy(rid, name, fact))
+                hashes.append((rid, hash_))
+                where[rid] = (path, index)
+            elif type_ == "depot":
+                depots[name] = fact
+            elif fact:  # a workflow with a job whose outputs no spec declares
+                opaque.add(workspace or "")
+        if not policies:
+            return None
+        universe = DatasetUniverse.of_facts(depots, writes, opaque)
+        subjects = None if self.subjects is None else set(self.subjects) | {EVERYONE} | named
+        findings = check_policies(policies, universe, subjects)
+        locate = YamlLocator(self.source.read).locate
+        return (_facts(hashes, universe, subjects),
+                [(f.policy_id, f.severity, f.message, f.path, f.hint, locate(*where[f.policy_id], f.path))
+                 for f in findings])
+
+    # -- this process -------------------------------------------------------------------------------
+    def resolver_hook(self):
+        return self.findings
+
+    def findings(self, policies, universe, subjects, validated_hash) -> list | None:
+        """[(Finding, position or None)] of the worker, when it checked these facts (see the module's text)."""
+        from reconciler.core.policy_checks import Finding
+
+        answer = self.answer()
+        if answer is None:
+            return None
+        facts, rows = answer
+        hashes = [(p.id, validated_hash(p.id)) for p in policies]
+        if facts != _facts(hashes, universe, subjects):
+            return None
+        return [(Finding(rid, severity, message, path, hint), at) for rid, severity, message, path, hint, at in rows]
+
+
+def _facts(hashes: list, universe, subjects: set[str] | None) -> tuple:
+    return tuple(hashes), universe.facts(), None if subjects is None else sorted(subjects)

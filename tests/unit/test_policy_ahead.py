@@ -1,0 +1,161 @@
+"""The cold load's worker checks the policies ahead (engine/policy_ahead.py); the resolver takes its findings and
+positions only when they were worked out on the facts it holds, and otherwise checks them itself."""
+from __future__ import annotations
+
+from reconciler.core.loader import load
+from reconciler.core.locate import YamlLocator
+from reconciler.core.policy_checks import DatasetUniverse, check_policies
+from reconciler.core.resolve import Resolver, validate
+from reconciler.engine.policy_ahead import PolicyAhead
+from reconciler.gitops.source import WorkTreeSource
+
+WORKFLOW = """version: v1
+type: workflow
+name: daily
+workspace: payments
+workflow:
+  dag:
+    - name: clean
+      stack: sql
+      spec:
+        steps: [{name: v, sql: "SELECT 1 AS id"}]
+        outputs: [{from: v, dataset: "lake://payments/valid"}]
+"""
+WORKSPACE = "version: v1\ntype: workspace\nname: payments\n"
+ALLOW = """version: v1
+type: policy
+name: analysts-read
+policy:
+  subjects: {groups: [analysts]}
+  datasets: ["lake://payments/*"]
+  access: allow
+"""
+DENY = """version: v1
+type: policy
+name: no-analysts
+# a comment, so that the position is not just the document's first lines
+policy:
+  subjects:
+    groups: [analysts]
+  datasets: ["lake://payments/valid"]
+  access: deny
+"""
+BAD = ALLOW.replace("analysts-read", "typo").replace("lake://payments/*", "lake://paymnts/*")
+FILES = {"a-workspace.yaml": WORKSPACE, "b-flow.yaml": WORKFLOW, "c-allow.yaml": ALLOW, "d-deny.yaml": DENY,
+         "e-bad.yaml": BAD}
+
+
+def source_with(tmp_path, files):
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    return WorkTreeSource(str(tmp_path))
+
+
+def worked_out(source, files, job=None):
+    """The worker's side: every document collected in loader order, then run."""
+    job = job or PolicyAhead(source, None)
+    items = []
+    for path in sorted(files):
+        for index, doc in enumerate(load(source, None).files[path].documents):
+            items.append(job.collect(path, index, validate(doc.data)))
+    return job, job.run([i for i in items if i is not None])
+
+
+class Answered(PolicyAhead):
+    """This process's side with the worker's answer in hand (no fork in a unit test)."""
+
+    def __init__(self, source, answer):
+        super().__init__(source, None)
+        self._answer = answer
+
+    def answer(self):
+        return self._answer
+
+
+def resolve(source, hook=None):
+    loaded = load(source, None)
+    resolver = Resolver(source, YamlLocator(source.read))
+    resolver.policies_ahead = hook
+    return resolver.resolve(loaded.files, loaded.documents)
+
+
+def checked_policies(source) -> list:
+    """The policies the resolver's checks saw, in its order (the one with an error is dropped afterwards)."""
+    resolver = Resolver(source, YamlLocator(source.read))
+    loaded = load(source, None)
+    resolver.resolve(loaded.files, loaded.documents)
+    policies = [r for r in resolver.out.resources.values() if r.type == "policy"]
+    return sorted(policies + list(resolver._failed_policies.values()), key=lambda p: p.file)
+
+
+def policy_diagnostics(resolution):
+    return [(d.severity, d.message, d.file, d.line, d.col, d.hint) for d in resolution.diagnostics
+            if d.message.startswith("policy ")]
+
+
+def test_the_workers_findings_and_positions_are_what_the_resolver_works_out_itself(tmp_path):
+    source = source_with(tmp_path, FILES)
+    _, answer = worked_out(source, FILES)
+    mine = policy_diagnostics(resolve(source))
+    assert {d[0] for d in mine} == {"error", "warning"}  # the bad pattern, and deny overriding allow
+    assert ("warning", "d-deny.yaml", 9, 3) in {(d[0], d[2], d[3], d[4]) for d in mine}
+    taken = []
+
+    def hook(*facts):
+        got = Answered(source, answer).findings(*facts)
+        taken.append(got is not None)
+        return got
+    assert policy_diagnostics(resolve(source, hook)) == mine
+    assert taken == [True]
+
+
+def test_the_resolver_places_the_findings_where_the_answer_says(tmp_path):
+    source = source_with(tmp_path, FILES)
+    _, (facts, rows) = worked_out(source, FILES)
+    moved = (facts, [row[:5] + ((99, 7),) for row in rows])
+    placed = policy_diagnostics(resolve(source, Answered(source, moved).findings))
+    assert placed and {(d[3], d[4]) for d in placed} == {(99, 7)}
+
+
+def test_other_facts_refuse_the_answer(tmp_path):
+    source = source_with(tmp_path, FILES)
+    _, answer = worked_out(source, FILES)
+    policies = checked_policies(source)
+    universe = DatasetUniverse.of([], ["lake://payments/valid"])
+    hashes = {p.id: p.hash for p in policies}
+    job = Answered(source, answer)
+    assert job.findings(policies, universe, None, hashes.get) is not None
+    assert Answered(source, answer).findings(policies, universe, None, lambda rid: "other") is None
+    assert Answered(source, answer).findings(policies[::-1], universe, None, hashes.get) is None
+    wider = DatasetUniverse.of([], ["lake://payments/valid", "lake://payments/more"])
+    assert Answered(source, answer).findings(policies, wider, None, hashes.get) is None
+    unsure = DatasetUniverse.of([], ["lake://payments/valid"], unsure_lake=True)
+    assert Answered(source, answer).findings(policies, unsure, None, hashes.get) is None
+    assert Answered(source, answer).findings(policies, universe, {"analysts"}, hashes.get) is None
+    assert Answered(source, None).findings(policies, universe, None, hashes.get) is None
+
+
+def test_duplicate_ids_give_no_answer_and_an_invalid_document_none_that_fits(tmp_path):
+    files = dict(FILES, **{"f-copy.yaml": DENY})
+    _, answer = worked_out(source_with(tmp_path / "dup", files), files)
+    assert answer is None
+    files = dict(FILES, **{"f-broken.yaml": WORKFLOW.replace("name: daily", "name: other").replace("dag:", "dog:")})
+    source = source_with(tmp_path / "invalid", files)
+    _, answer = worked_out(source, files)
+    taken = []
+
+    def hook(*facts):
+        got = Answered(source, answer).findings(*facts)
+        taken.append(got is not None)
+        return got
+    # an invalid workflow may write any table: the resolver's universe is unsure, the worker's was not
+    assert policy_diagnostics(resolve(source, hook)) == policy_diagnostics(resolve(source))
+    assert taken == [False]
+
+
+def test_the_workers_checks_are_check_policies(tmp_path):
+    source = source_with(tmp_path, FILES)
+    _, (facts, rows) = worked_out(source, FILES)
+    expected = check_policies(checked_policies(source), DatasetUniverse.of([], ["lake://payments/valid"]), None)
+    assert [row[:5] for row in rows] == [(f.policy_id, f.severity, f.message, f.path, f.hint) for f in expected]
