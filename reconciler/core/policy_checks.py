@@ -74,10 +74,6 @@ class DatasetUniverse:
                 u.lake.setdefault(address[7:].split("/", 1)[0], []).append(address)
         return u
 
-    def facts(self) -> tuple:
-        """Everything the checks read of this universe, as plain data: equal facts, equal findings."""
-        return self.lake, self.depots, sorted(self.opaque_workspaces), self.unsure_lake, self.unsure_depots
-
     def concrete(self, pattern: str) -> set[str]:
         """The known addresses `pattern` matches (for depots listing no datasets there are none to name)."""
         hit = self._concrete.get(pattern)

@@ -132,9 +132,9 @@ class Resolver:
         self._failed_policies: dict[str, Resource] = {}
         self._policy_warnings: list[Diagnostic] = []
         self.replaced: dict[str, Resource] = {}  # the last update's resources as they were before it
-        # the full resolve's policy findings when worked out elsewhere: (policies, universe, subjects,
-        # validated_hash) -> [(Finding, position or None)] if they were worked out on those facts, else None
-        # (engine/policy_ahead.py)
+        # the full resolve's policy findings when worked out elsewhere: (resources, validated_hash) ->
+        # [(Finding, position or None)] if they were worked out on these resources, else None (called only when
+        # no invalid or kept resource leaves the datasets unsure; engine/policy_ahead.py)
         self.policies_ahead = None
 
     # -- diagnostics -------------------------------------------------------------------------
@@ -437,17 +437,18 @@ class Resolver:
             return [], []
         absent = {k.partition(":")[0] for k in known - set(self.out.resources)}  # invalid, or kept for a broken file
         unsure = bool(absent & set(BUNDLE_TYPES))  # an invalid bundle's members are unknown
-        universe = policy_checks.DatasetUniverse.of(
-            self.out.resources.values(), writers, unsure_lake=unsure or "workflow" in absent,
-            unsure_depots=unsure or "depot" in absent)
+        unsure_lake, unsure_depots = unsure or "workflow" in absent, unsure or "depot" in absent
+        if ahead is not None and not (unsure_lake or unsure_depots):
+            answered = ahead(self.out.resources, self.validated_hash)
+            if answered is not None:
+                return [f for f, _ in answered], [at for _, at in answered]
+        universe = policy_checks.DatasetUniverse.of(self.out.resources.values(), writers, unsure_lake=unsure_lake,
+                                                    unsure_depots=unsure_depots)
         subjects = None
         if self.known_subjects is not None:
             subjects = set(self.known_subjects) | {policy_checks.EVERYONE}
             for r in self.out.resources.values():
                 subjects |= subject_names(r.spec)
-        answered = ahead(policies, universe, subjects, self.validated_hash) if ahead is not None else None
-        if answered is not None:
-            return [f for f, _ in answered], [at for _, at in answered]
         findings = policy_checks.check_policies(policies, universe, subjects, self._filter_problem)
         return findings, [LOCATE] * len(findings)
 

@@ -7,11 +7,11 @@ overlap warnings from 400 files), while the worker, its share of the files done,
 gets this process's validated documents too (coldload.SideJob), runs the same checks on what the resolution
 will almost surely hold (every valid document a resource) and finds each finding's line and column.
 
-Whether that guess is what the resolver holds is checked on the facts the checks read: the policies (id and
-validated hash, in resolution order; equal hashes are equal specs), the dataset universe and the known
-subjects. Anything else (an invalid document or a kept one, which makes the universe unsure, an inline
-bundle member, duplicate ids) fails the check, and this process works the findings out itself as before:
-the guess can cost time, never change an answer. A `plan` gives its worker the access diff instead
+Whether that guess is what the resolver holds is checked on what the checks read, all of it a function of
+the resources: the resolution's resources must be the worker's, id and validated hash (equal hashes, equal
+specs) in the same order, and no invalid or kept resource may leave the datasets unsure (the resolver asks
+only then). Anything else (an inline bundle member, duplicate ids) fails the check, and this process works the findings out itself as before: the guess can
+cost time, never change an answer. A `plan` gives its worker the access diff instead
 (engine/access_ahead.py), which it needs later than the resolve needs these.
 """
 from __future__ import annotations
@@ -68,7 +68,7 @@ class PolicyAhead(SideJob):
 
         items.sort(key=lambda item: (item[0], item[1]))  # the loader's order: files by path, documents by index
         seen: set[str] = set()
-        policies, hashes, where = [], [], {}
+        policies, where = [], {}
         depots: dict = {}
         opaque: set[str] = set()
         writes: list[str] = []
@@ -81,7 +81,6 @@ class PolicyAhead(SideJob):
             named.update(subjects)
             if type_ == "policy":
                 policies.append(_Policy(rid, name, fact))
-                hashes.append((rid, hash_))
                 where[rid] = (path, index)
             elif type_ == "depot":
                 depots[name] = fact
@@ -93,7 +92,7 @@ class PolicyAhead(SideJob):
         subjects = None if self.subjects is None else set(self.subjects) | {EVERYONE} | named
         findings = check_policies(policies, universe, subjects)
         locate = YamlLocator(self.source.read).locate
-        return (_facts(hashes, universe, subjects),
+        return (tuple((item[2], item[6]) for item in items),
                 [(f.policy_id, f.severity, f.message, f.path, f.hint, locate(*where[f.policy_id], f.path))
                  for f in findings])
 
@@ -101,19 +100,17 @@ class PolicyAhead(SideJob):
     def resolver_hook(self):
         return self.findings
 
-    def findings(self, policies, universe, subjects, validated_hash) -> list | None:
-        """[(Finding, position or None)] of the worker, when it checked these facts (see the module's text)."""
+    def findings(self, resources: dict, validated_hash) -> list | None:
+        """[(Finding, position or None)] of the worker, when it checked these resources (see the module's text)."""
         from reconciler.core.policy_checks import Finding
 
         answer = self.answer()
         if answer is None:
             return None
-        facts, rows = answer
-        hashes = [(p.id, validated_hash(p.id)) for p in policies]
-        if facts != _facts(hashes, universe, subjects):
+        checked, rows = answer
+        if len(checked) != len(resources):
             return None
+        for (rid, hash_), have in zip(checked, resources):
+            if rid != have or hash_ != validated_hash(rid):
+                return None
         return [(Finding(rid, severity, message, path, hint), at) for rid, severity, message, path, hint, at in rows]
-
-
-def _facts(hashes: list, universe, subjects: set[str] | None) -> tuple:
-    return tuple(hashes), universe.facts(), None if subjects is None else sorted(subjects)

@@ -118,22 +118,22 @@ def test_the_resolver_places_the_findings_where_the_answer_says(tmp_path):
     assert placed and {(d[3], d[4]) for d in placed} == {(99, 7)}
 
 
-def test_other_facts_refuse_the_answer(tmp_path):
+def test_other_resources_refuse_the_answer(tmp_path):
     source = source_with(tmp_path, FILES)
     _, answer = worked_out(source, FILES)
-    policies = checked_policies(source)
-    universe = DatasetUniverse.of([], ["lake://payments/valid"])
-    hashes = {p.id: p.hash for p in policies}
-    job = Answered(source, answer)
-    assert job.findings(policies, universe, None, hashes.get) is not None
-    assert Answered(source, answer).findings(policies, universe, None, lambda rid: "other") is None
-    assert Answered(source, answer).findings(policies[::-1], universe, None, hashes.get) is None
-    wider = DatasetUniverse.of([], ["lake://payments/valid", "lake://payments/more"])
-    assert Answered(source, answer).findings(policies, wider, None, hashes.get) is None
-    unsure = DatasetUniverse.of([], ["lake://payments/valid"], unsure_lake=True)
-    assert Answered(source, answer).findings(policies, unsure, None, hashes.get) is None
-    assert Answered(source, answer).findings(policies, universe, {"analysts"}, hashes.get) is None
-    assert Answered(source, None).findings(policies, universe, None, hashes.get) is None
+    seen = []
+
+    def hook(resources, validated_hash):
+        seen.append((dict(resources), {rid: validated_hash(rid) for rid in resources}))
+        return None
+    resolve(source, hook)
+    [(resources, hashes)] = seen
+    assert Answered(source, answer).findings(resources, hashes.get) is not None
+    assert Answered(source, answer).findings(resources, lambda rid: "another spec") is None
+    assert Answered(source, answer).findings(dict(reversed(resources.items())), hashes.get) is None
+    more = dict(resources, **{"secret:payments/extra": None})
+    assert Answered(source, answer).findings(more, dict(hashes, **{"secret:payments/extra": "h"}).get) is None
+    assert Answered(source, None).findings(resources, hashes.get) is None
 
 
 def test_duplicate_ids_give_no_answer_and_an_invalid_document_none_that_fits(tmp_path):
@@ -149,9 +149,9 @@ def test_duplicate_ids_give_no_answer_and_an_invalid_document_none_that_fits(tmp
         got = Answered(source, answer).findings(*facts)
         taken.append(got is not None)
         return got
-    # an invalid workflow may write any table: the resolver's universe is unsure, the worker's was not
+    # an invalid workflow may write any table: the resolver's universe is unsure, so it does not ask
     assert policy_diagnostics(resolve(source, hook)) == policy_diagnostics(resolve(source))
-    assert taken == [False]
+    assert taken == []
 
 
 def test_the_workers_checks_are_check_policies(tmp_path):
