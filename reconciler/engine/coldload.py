@@ -78,6 +78,7 @@ class SideJob:
         """What the resolver of this load takes from this job (Resolver.policies_ahead), or None."""
         return None
 
+
     def _begin(self) -> None:
         self._mine: list = []
         self._in = tempfile.TemporaryFile(prefix="reconciler-side-in-")
@@ -142,6 +143,37 @@ class SideJob:
             os.close(self._done_r)
             self._out.close()
             self._in.close()
+
+
+class SideJobs(SideJob):
+    """Several side jobs, which the worker does one after another in this order: the one whose answer this
+    process needs first goes first."""
+
+    def __init__(self, *jobs: SideJob):
+        self.jobs = jobs
+
+    @property
+    def started(self) -> bool:
+        return any(job.started for job in self.jobs)
+
+    def _begin(self) -> None:
+        for job in self.jobs:
+            job._begin()
+
+    def _add_all(self, path: str, validated: list) -> None:
+        for job in self.jobs:
+            job._add_all(path, validated)
+
+    def _hand_over(self) -> None:
+        for job in self.jobs:
+            job._hand_over()
+
+    def _in_worker(self) -> None:
+        for job in self.jobs:
+            job._in_worker()
+
+    def resolver_hook(self):
+        return next((hook for job in self.jobs if job.started and (hook := job.resolver_hook())), None)
 
 
 def _fill(source, missing: list[tuple[str, str]], cache, state_dir: Path, workers: int, side=None) -> None:

@@ -235,9 +235,10 @@ def make_plan(target: Target, *, base: str | None = None, max_prune: int = 10, a
             records, serial = base_records(target, base), 0
         else:
             records, serial = current_records(Path(target.state_dir))
-        # a cold load's worker works out the access diff meanwhile, if the plan is what it guesses
+        # a cold load's worker checks the policies and works out the access diff meanwhile, if the plan is what
+        # it guesses
         desired, warm = _desired(target, records, source, helper=helper,
-                                 side_for=None if base else lambda: _access_ahead(records, target))
+                                 side_for=None if base else lambda: _plan_ahead(records, target, source))
     finally:
         if helper is not None:  # used or let go by then, unless reading the records failed
             helper.dismiss()
@@ -246,7 +247,7 @@ def make_plan(target: Target, *, base: str | None = None, max_prune: int = 10, a
     plan = plan_(desired.resolution, records, commit=source.commit, source=source_label(target),
                  serial=serial, max_prune=max_prune, allow_prune=allow_prune, created_at=now_iso())
     plan.base = base
-    side = warm.side
+    side = warm.side.jobs[-1] if warm.side is not None else None  # _plan_ahead: the policies, then the access diff
     ahead = side.rows_for(plan, desired.resolution, warm.resolver.validated_hash) \
         if side is not None and side.started and warm.resolver is not None else None
     plan.access = ahead if ahead is not None else _access(plan, records, desired.resolution, target)
@@ -269,10 +270,12 @@ def _known_subjects(target: Target) -> frozenset[str] | None:
     return target.subjects.known_for_validation() if target.subjects else None
 
 
-def _access_ahead(records: dict[str, Record], target: Target):
+def _plan_ahead(records: dict[str, Record], target: Target, source):
+    """A cold plan's side jobs: the policy checks, needed first (by the resolve), then the access diff."""
     from reconciler.engine.access_ahead import AccessAhead
+    from reconciler.engine.coldload import SideJobs
 
-    return AccessAhead(records, Path(target.state_dir), target.subjects)
+    return SideJobs(_policies_ahead(target, source), AccessAhead(records, Path(target.state_dir), target.subjects))
 
 
 def _known_specs(records: dict[str, Record], replaced: dict, warm=None) -> None:
