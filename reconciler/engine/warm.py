@@ -356,6 +356,12 @@ def _resolve_request(path: str) -> int:
     source = GitSource(pygit2.Repository(r["repo"]), r["commit"], r["prefix"], r["label"])
     subjects = None if r["subjects"] is None else frozenset(r["subjects"])
     planner = WarmPlanner(Path(r["state_dir"]), r["paths"] or None, subjects)
+
+    def side_for():  # the cold load's worker checks the policies once its share is done
+        from reconciler.engine.policy_ahead import PolicyAhead
+
+        return PolicyAhead(source, subjects)
+    planner.side_for = side_for
     with gc_paused():
         planner._full(source, _PriorData(r["prior_files"], r["prior_specs"]))
         return 0 if planner.save(force=True) else 1
