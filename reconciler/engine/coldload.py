@@ -78,7 +78,6 @@ class SideJob:
         """What the resolver of this load takes from this job (Resolver.policies_ahead), or None."""
         return None
 
-
     def _begin(self) -> None:
         self._mine: list = []
         self._in = tempfile.TemporaryFile(prefix="reconciler-side-in-")
