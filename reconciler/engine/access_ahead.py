@@ -22,7 +22,7 @@ from reconciler.core.ids import make_id, split_id
 from reconciler.core.plan import CREATE, DELETE, REPLACE, UPDATE, Action, Plan
 from reconciler.core.record import READY
 from reconciler.engine.access_plan import DesiredFacts, dataset_facts
-from reconciler.engine.coldload import SideJob
+from reconciler.engine.coldload import SideJob, valid_parts
 
 _SETS = (CREATE, UPDATE, REPLACE)
 
@@ -40,19 +40,10 @@ class AccessAhead(SideJob):
 
     # -- both processes: what each validated ---------------------------------------------------------
     def collect(self, path: str, index: int, validated):
-        if type(validated) is str:  # a policy filter's verdict, remembered beside the documents
+        parts = valid_parts(validated)
+        if parts is None:
             return None
-        if type(validated) is tuple:  # the worker's stored form (store/doccache.py validated_to_data)
-            if validated[0] != "V":
-                return None
-            _, spec, hash_, _, _, diags, identity = validated
-            failed = any(d[0] == "error" for d in diags)
-        else:
-            spec, hash_, identity = validated.spec, validated.hash, validated.identity
-            failed = any(d.is_error for d in validated.diagnostics)
-        if spec is None or failed or identity is None:
-            return None
-        type_, workspace, name = identity
+        spec, hash_, _, (type_, workspace, name) = parts
         # what plan_access reads of it: a policy whole, the datasets a workflow or depot will create
         payload = spec if type_ == "policy" else list(dataset_facts(type_, name, spec))
         return (path, index, make_id(type_, name, workspace), hash_, spec.get("owner"), payload)

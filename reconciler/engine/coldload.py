@@ -144,6 +144,25 @@ class SideJob:
             self._in.close()
 
 
+def valid_parts(validated) -> tuple | None:
+    """(spec, hash, refs, identity) of a valid document's validation result, in either form a side job's `collect`
+    sees it (a Validated in this process, its stored form in the worker; refs iterate as (kind, target, path)
+    either way); None for an invalid document or a policy filter's verdict."""
+    if type(validated) is str:  # a policy filter's verdict, remembered beside the documents
+        return None
+    if type(validated) is tuple:  # the worker's stored form (store/doccache.py validated_to_data)
+        if validated[0] != "V":
+            return None
+        _, spec, hash_, refs, _, diags, identity = validated
+        failed = any(d[0] == "error" for d in diags)
+    else:
+        spec, hash_, refs, identity = validated.spec, validated.hash, validated.refs, validated.identity
+        failed = any(d.is_error for d in validated.diagnostics)
+    if spec is None or failed or identity is None:
+        return None
+    return spec, hash_, refs, identity
+
+
 class SideJobs(SideJob):
     """Several side jobs, which the worker does one after another in this order: the one whose answer this
     process needs first goes first."""

@@ -17,8 +17,10 @@ cost time, never change an answer. A `plan` gives its worker the access diff ins
 from __future__ import annotations
 
 from reconciler.core.ids import make_id
+from reconciler.core.policy_checks import EVERYONE, DatasetUniverse, Finding, check_policies, depot_datasets
+from reconciler.core.resolve import subject_names
 from reconciler.core.scopes import has_opaque_job, workspace_scoped
-from reconciler.engine.coldload import SideJob
+from reconciler.engine.coldload import SideJob, valid_parts
 
 
 class _Policy:
@@ -37,24 +39,11 @@ class PolicyAhead(SideJob):
 
     # -- both processes: what each validated ---------------------------------------------------------
     def collect(self, path: str, index: int, validated):
-        from reconciler.core.policy_checks import depot_datasets
-        from reconciler.core.resolve import subject_names
-
-        if type(validated) is str:  # a policy filter's verdict, remembered beside the documents
+        parts = valid_parts(validated)
+        if parts is None:
             return None
-        if type(validated) is tuple:  # the worker's stored form (store/doccache.py validated_to_data)
-            if validated[0] != "V":
-                return None
-            _, spec, hash_, refs, _, diags, identity = validated
-            failed = any(d[0] == "error" for d in diags)
-            writes = [target for kind, target, *_ in refs if kind == "write"]
-        else:
-            spec, hash_, identity = validated.spec, validated.hash, validated.identity
-            failed = any(d.is_error for d in validated.diagnostics)
-            writes = [r.target for r in validated.refs if r.kind == "write"]
-        if spec is None or failed or identity is None:
-            return None
-        type_, workspace, name = identity
+        spec, hash_, refs, (type_, workspace, name) = parts
+        writes = [target for kind, target, *_ in refs if kind == "write"]
         workspace = workspace if workspace_scoped(type_) else None
         fact = spec if type_ == "policy" else depot_datasets(spec) if type_ == "depot" else \
             type_ == "workflow" and has_opaque_job(spec)
@@ -64,7 +53,6 @@ class PolicyAhead(SideJob):
     # -- the worker ---------------------------------------------------------------------------------
     def run(self, items: list):
         from reconciler.core.locate import YamlLocator
-        from reconciler.core.policy_checks import EVERYONE, DatasetUniverse, check_policies
 
         items.sort(key=lambda item: (item[0], item[1]))  # the loader's order: files by path, documents by index
         seen: set[str] = set()
@@ -102,8 +90,6 @@ class PolicyAhead(SideJob):
 
     def findings(self, resources: dict, validated_hash) -> list | None:
         """[(Finding, position or None)] of the worker, when it checked these resources (see the module's text)."""
-        from reconciler.core.policy_checks import Finding
-
         answer = self.answer()
         if answer is None:
             return None

@@ -361,6 +361,15 @@ def _generated(repo) -> int:
     return size
 
 
+def _commit_all(repo, message: str) -> None:
+    """Commit every file of the work tree at `repo` on top of HEAD."""
+    g = pygit2.Repository(str(repo))
+    g.index.add_all()
+    g.index.write()
+    sig = pygit2.Signature("t", "t@example.com")
+    g.create_commit("HEAD", sig, sig, message, g.index.write_tree(), [g.head.target])
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("twist", ["as generated", "a duplicate policy"])
 def test_a_cold_plan_on_two_cores_equals_the_plan_on_one(tmp_path, twist):
@@ -373,12 +382,8 @@ def test_a_cold_plan_on_two_cores_equals_the_plan_on_one(tmp_path, twist):
     _generated(repo)
     if twist == "a duplicate policy":
         policy = sorted(repo.glob("teams/*/policy-*.yaml"))[0]
-        g = pygit2.Repository(str(repo))
         (repo / "zz-copy.yaml").write_text(policy.read_text())
-        g.index.add_all()
-        g.index.write()
-        sig = pygit2.Signature("t", "t@example.com")
-        g.create_commit("HEAD", sig, sig, "copy", g.index.write_tree(), [g.head.target])
+        _commit_all(repo, "copy")
     plans = []
     for env in ({}, {"RECONCILER_NO_FORK": "1"}):
         r = run_cli("plan", "--repo", repo, "--state-dir", tmp_path / f"state{len(plans)}", "-o", "json", env=env)
@@ -402,12 +407,8 @@ def test_a_cold_validate_on_two_cores_equals_the_validate_on_one(tmp_path, twist
     _generated(repo)
     if twist == "an invalid workflow":
         flow = sorted(repo.glob("teams/*/workflow-*.yaml"))[0]
-        g = pygit2.Repository(str(repo))
         flow.write_text(flow.read_text().replace("dag:", "dagg:"))
-        g.index.add_all()
-        g.index.write()
-        sig = pygit2.Signature("t", "t@example.com")
-        g.create_commit("HEAD", sig, sig, "break one", g.index.write_tree(), [g.head.target])
+        _commit_all(repo, "break one")
     outs = []
     for env in ({}, {"RECONCILER_NO_FORK": "1"}):
         r = run_cli("validate", "--repo", repo, "--state-dir", tmp_path / f"state{len(outs)}", "-o", "json", env=env)

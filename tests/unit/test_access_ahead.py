@@ -20,7 +20,7 @@ WORKFLOW = {"version": "v1", "type": "workflow", "name": "daily", "workspace": "
 
 class V:  # what collect reads of a validation result in this process
     def __init__(self, spec, hash_):
-        self.spec, self.hash, self.diagnostics = spec, hash_, ()
+        self.spec, self.hash, self.diagnostics, self.refs = spec, hash_, (), ()
         self.identity = (spec["type"], spec.get("workspace"), spec["name"])
 
 
