@@ -1,18 +1,19 @@
-"""The policy checks of a cold `validate`, worked out by the cold load's worker while this process links.
+"""The policy checks of a cold load, worked out by its worker while this process links.
 
 The checks run once every document is validated (core/policy_checks.py: patterns, subjects, filters and
 allow/deny overlaps); placing what they find means composing each policy file again for positions. On the
-10,000-artefact bench that is ~0.06 s of the resolve's serial end (~0.025 s of checks, ~0.035 s placing 800
-overlap warnings from 400 files), while the worker, its share of the files done, sits idle. So the worker
+10,000-artefact bench that was ~0.06 s of the resolve's serial end (~0.025 s of checks, ~0.035 s placing 800
+overlap warnings from 400 files), while the worker, its share of the files done, sat idle. So the worker
 gets this process's validated documents too (coldload.SideJob), runs the same checks on what the resolution
-will almost surely hold (every valid document a resource) and finds each finding's line and column.
+will almost surely hold (every valid document a resource) and finds each finding's line and column. A cold
+`validate` and the daemon's full resolves give it this job; a cold `plan` gives it this one and then the
+access diff (engine/access_ahead.py), which the plan reads after the resolve has read these.
 
 Whether that guess is what the resolver holds is checked on what the checks read, all of it a function of
 the resources: the resolution's resources must be the worker's, id and validated hash (equal hashes, equal
 specs) in the same order, and no invalid or kept resource may leave the datasets unsure (the resolver asks
-only then). Anything else (an inline bundle member, duplicate ids) fails the check, and this process works the findings out itself as before: the guess can
-cost time, never change an answer. A `plan` gives its worker the access diff instead
-(engine/access_ahead.py), which it needs later than the resolve needs these.
+only then). Anything else (an inline bundle member, duplicate ids) fails the check, and this process works
+the findings out itself as before: the guess can cost time, never change an answer.
 """
 from __future__ import annotations
 
