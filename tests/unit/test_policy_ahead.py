@@ -52,9 +52,9 @@ def source_with(tmp_path, files):
     return WorkTreeSource(str(tmp_path))
 
 
-def worked_out(source, files, job=None):
+def worked_out(source, files):
     """The worker's side: every document collected in loader order, then run."""
-    job = job or PolicyAhead(source, None)
+    job = PolicyAhead(source, None)
     items = []
     for path in sorted(files):
         for index, doc in enumerate(load(source, None).files[path].documents):
@@ -73,18 +73,30 @@ class Answered(PolicyAhead):
         return self._answer
 
 
-def resolve(source, hook=None):
+def resolver_of(source, hook=None) -> Resolver:
     loaded = load(source, None)
     resolver = Resolver(source, YamlLocator(source.read))
     resolver.policies_ahead = hook
-    return resolver.resolve(loaded.files, loaded.documents)
+    resolver.resolve(loaded.files, loaded.documents)
+    return resolver
+
+
+def resolve(source, hook=None):
+    return resolver_of(source, hook).out
+
+
+def taking(source, answer, taken: list):
+    """A hook that answers with the worker's `answer` and notes whether it was taken."""
+    def hook(*facts):
+        got = Answered(source, answer).findings(*facts)
+        taken.append(got is not None)
+        return got
+    return hook
 
 
 def checked_policies(source) -> list:
     """The policies the resolver's checks saw, in its order (the one with an error is dropped afterwards)."""
-    resolver = Resolver(source, YamlLocator(source.read))
-    loaded = load(source, None)
-    resolver.resolve(loaded.files, loaded.documents)
+    resolver = resolver_of(source)
     policies = [r for r in resolver.out.resources.values() if r.type == "policy"]
     return sorted(policies + list(resolver._failed_policies.values()), key=lambda p: p.file)
 
@@ -101,12 +113,7 @@ def test_the_workers_findings_and_positions_are_what_the_resolver_works_out_itse
     assert {d[0] for d in mine} == {"error", "warning"}  # the bad pattern, and deny overriding allow
     assert ("warning", "d-deny.yaml", 9, 3) in {(d[0], d[2], d[3], d[4]) for d in mine}
     taken = []
-
-    def hook(*facts):
-        got = Answered(source, answer).findings(*facts)
-        taken.append(got is not None)
-        return got
-    assert policy_diagnostics(resolve(source, hook)) == mine
+    assert policy_diagnostics(resolve(source, taking(source, answer, taken))) == mine
     assert taken == [True]
 
 
@@ -144,13 +151,8 @@ def test_duplicate_ids_give_no_answer_and_an_invalid_document_none_that_fits(tmp
     source = source_with(tmp_path / "invalid", files)
     _, answer = worked_out(source, files)
     taken = []
-
-    def hook(*facts):
-        got = Answered(source, answer).findings(*facts)
-        taken.append(got is not None)
-        return got
     # an invalid workflow may write any table: the resolver's universe is unsure, so it does not ask
-    assert policy_diagnostics(resolve(source, hook)) == policy_diagnostics(resolve(source))
+    assert policy_diagnostics(resolve(source, taking(source, answer, taken))) == policy_diagnostics(resolve(source))
     assert taken == []
 
 
