@@ -79,7 +79,8 @@ if [[ ${QUICKSTART_SKIP_INSTALL:-0} != 1 ]]; then
   # `pip install .` compiles the package's modules; an editable install leaves that to Python's first
   # import, which writes no bytecode where PYTHONDONTWRITEBYTECODE is set, and every command would then
   # compile its modules from source again (~0.08 s of a one-file plan). Compile them once here.
-  "$VENV/bin/python" -m compileall -q "$ROOT/reconciler" >/dev/null
+  "$VENV/bin/python" -m compileall -q "$ROOT/reconciler" >/dev/null 2>&1 \
+    || say "could not write bytecode into $ROOT/reconciler (a read-only checkout?): it runs from source"
 fi
 RECONCILER=$VENV/bin/reconciler
 PY=$VENV/bin/python
