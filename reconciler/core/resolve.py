@@ -133,7 +133,7 @@ class Resolver:
         self._policy_warnings: list[Diagnostic] = []
         self.replaced: dict[str, Resource] = {}  # the last update's resources as they were before it
         # the full resolve's policy findings when worked out elsewhere: (resources, validated_hash) ->
-        # [(Finding, position or None)] if they were worked out on these resources, else None (called only when
+        # [(Finding, position or LOCATE)] if they were worked out on these resources, else None (called only when
         # no invalid or kept resource leaves the datasets unsure; engine/policy_ahead.py)
         self.policies_ahead = None
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from reconciler.core.ids import make_id
 from reconciler.core.policy_checks import EVERYONE, DatasetUniverse, Finding, check_policies, depot_datasets
-from reconciler.core.resolve import subject_names
+from reconciler.core.resolve import LOCATE, subject_names
 from reconciler.core.scopes import has_opaque_job, workspace_scoped
 from reconciler.engine.coldload import SideJob, valid_parts
 
@@ -90,7 +90,7 @@ class PolicyAhead(SideJob):
         return self.findings
 
     def findings(self, resources: dict, validated_hash) -> list | None:
-        """[(Finding, position or None)] of the worker, when it checked these resources (see the module's text)."""
+        """[(Finding, position or LOCATE)] of the worker, when it checked these resources (see the module's text)."""
         answer = self.answer()
         if answer is None:
             return None
@@ -100,4 +100,6 @@ class PolicyAhead(SideJob):
         for (rid, hash_), have in zip(checked, resources):
             if rid != have or hash_ != validated_hash(rid):
                 return None
-        return [(Finding(rid, severity, message, path, hint), at) for rid, severity, message, path, hint, at in rows]
+        # a position the worker could not find (a file it could not read or compose) is looked for here again
+        return [(Finding(rid, severity, message, path, hint), at or LOCATE)
+                for rid, severity, message, path, hint, at in rows]

@@ -2,12 +2,18 @@
 positions only when they were worked out on the facts it holds, and otherwise checks them itself."""
 from __future__ import annotations
 
+import os
+
+import pytest
+
 from reconciler.core.loader import load
 from reconciler.core.locate import YamlLocator
 from reconciler.core.policy_checks import DatasetUniverse, check_policies
 from reconciler.core.resolve import Resolver, validate
+from reconciler.engine import coldload
 from reconciler.engine.policy_ahead import PolicyAhead
 from reconciler.gitops.source import WorkTreeSource
+from reconciler.store.doccache import DocCache
 
 WORKFLOW = """version: v1
 type: workflow
@@ -123,6 +129,9 @@ def test_the_resolver_places_the_findings_where_the_answer_says(tmp_path):
     moved = (facts, [row[:5] + ((99, 7),) for row in rows])
     placed = policy_diagnostics(resolve(source, Answered(source, moved).findings))
     assert placed and {(d[3], d[4]) for d in placed} == {(99, 7)}
+    # a finding the worker could not place (it could not read the file) is placed here, as without the answer
+    unplaced = (facts, [row[:5] + (None,) for row in rows])
+    assert policy_diagnostics(resolve(source, Answered(source, unplaced).findings)) == policy_diagnostics(resolve(source))
 
 
 def test_other_resources_refuse_the_answer(tmp_path):
@@ -161,3 +170,44 @@ def test_the_workers_checks_are_check_policies(tmp_path):
     _, (facts, rows) = worked_out(source, FILES)
     expected = check_policies(checked_policies(source), DatasetUniverse.of([], ["lake://payments/valid"]), None)
     assert [row[:5] for row in rows] == [(f.policy_id, f.severity, f.message, f.path, f.hint) for f in expected]
+
+
+class UnreadableInChildren(WorkTreeSource):
+    """Reading fails in any process but the test's own: the worker's share or its side job fails."""
+
+    parent = os.getpid()
+
+    def read(self, path):
+        if os.getpid() != self.parent:
+            raise RuntimeError("no reading here")
+        return super().read(path)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+@pytest.mark.parametrize("worker", ["answers", "fails"])
+def test_a_forked_workers_answer_is_taken_and_a_failed_one_leaves_the_checks_here(tmp_path, monkeypatch, worker):
+    """Through a real cold load on two processes: the worker's answer reaches the resolver. A worker that cannot
+    read the files dies with its share (no answer: the resolver checks the policies itself) or, when this
+    process took every chunk, answers without positions (found here): the same diagnostics every way."""
+    monkeypatch.setattr(coldload, "MIN_FILES", 1)
+    source_with(tmp_path / "repo", FILES)
+    source = (WorkTreeSource if worker == "answers" else UnreadableInChildren)(str(tmp_path / "repo"))
+    job = PolicyAhead(source, None)
+    cache = DocCache(tmp_path / "state")
+    loaded = coldload.load_cold(source, None, cache, tmp_path / "state", workers=2, side=job)
+    assert job.started
+    taken = []
+    hook = job.resolver_hook()
+
+    def noting(*facts):
+        got = hook(*facts)
+        taken.append(got is not None)
+        return got
+    resolver = Resolver(source, YamlLocator(source.read), memo=cache.validation_memo())
+    resolver.policies_ahead = noting
+    resolver.resolve(loaded.files, loaded.documents)
+    assert policy_diagnostics(resolver.out) == policy_diagnostics(resolve(WorkTreeSource(str(tmp_path / "repo"))))
+    if worker == "answers":
+        assert taken == [True]
+    else:  # asked once, answered or not
+        assert len(taken) == 1
