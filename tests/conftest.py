@@ -116,6 +116,20 @@ def pg_conn():
     conn.close()
 
 
+def unreadable_in_children(source_class):
+    """A subclass of the source class `source_class` whose reads fail in every process but the one that made
+    it: forked workers cannot read their share (the process that forked them must cover for them)."""
+    parent = os.getpid()
+
+    class Unreadable(source_class):
+        def read(self, path):
+            if os.getpid() != parent:
+                raise RuntimeError("no reading here")
+            return super().read(path)
+
+    return Unreadable
+
+
 def free_port() -> int:
     """A port nothing listens on right now (bound, then released), for servers the tests start."""
     import socket

@@ -9,7 +9,7 @@ from reconciler.engine import coldload
 from reconciler.gitops.source import GitSource
 from reconciler.store.doccache import DocCache
 from tests.cli import repos
-from tests.conftest import GitRepo
+from tests.conftest import GitRepo, unreadable_in_children
 
 
 @pytest.fixture
@@ -51,15 +51,7 @@ def test_workers_load_what_one_process_loads_and_fill_the_cache(repo, tmp_path, 
     assert again.get_validated(filter_key("currency = 'EUR'")) == ""
 
 
-class FailsInChildren(GitSource):
-    """Reading fails in any process but the test's own: the children die, the parent must cover for them."""
-
-    parent = os.getpid()
-
-    def read(self, path):
-        if os.getpid() != self.parent:
-            raise RuntimeError("no reading here")
-        return super().read(path)
+FailsInChildren = unreadable_in_children(GitSource)
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")

@@ -14,6 +14,7 @@ from reconciler.engine import coldload
 from reconciler.engine.policy_ahead import PolicyAhead
 from reconciler.gitops.source import WorkTreeSource
 from reconciler.store.doccache import DocCache
+from tests.conftest import unreadable_in_children
 
 WORKFLOW = """version: v1
 type: workflow
@@ -172,17 +173,6 @@ def test_the_workers_checks_are_check_policies(tmp_path):
     assert [row[:5] for row in rows] == [(f.policy_id, f.severity, f.message, f.path, f.hint) for f in expected]
 
 
-class UnreadableInChildren(WorkTreeSource):
-    """Reading fails in any process but the test's own: the worker's share or its side job fails."""
-
-    parent = os.getpid()
-
-    def read(self, path):
-        if os.getpid() != self.parent:
-            raise RuntimeError("no reading here")
-        return super().read(path)
-
-
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 @pytest.mark.parametrize("worker", ["answers", "fails"])
 def test_a_forked_workers_answer_is_taken_and_a_failed_one_leaves_the_checks_here(tmp_path, monkeypatch, worker):
@@ -191,7 +181,8 @@ def test_a_forked_workers_answer_is_taken_and_a_failed_one_leaves_the_checks_her
     process took every chunk, answers without positions (found here): the same diagnostics every way."""
     monkeypatch.setattr(coldload, "MIN_FILES", 1)
     source_with(tmp_path / "repo", FILES)
-    source = (WorkTreeSource if worker == "answers" else UnreadableInChildren)(str(tmp_path / "repo"))
+    source_class = WorkTreeSource if worker == "answers" else unreadable_in_children(WorkTreeSource)
+    source = source_class(str(tmp_path / "repo"))
     job = PolicyAhead(source, None)
     cache = DocCache(tmp_path / "state")
     loaded = coldload.load_cold(source, None, cache, tmp_path / "state", workers=2, side=job)
