@@ -92,13 +92,18 @@ def resolve(source, hook=None):
     return resolver_of(source, hook).out
 
 
-def taking(source, answer, taken: list):
-    """A hook that answers with the worker's `answer` and notes whether it was taken."""
-    def hook(*facts):
-        got = Answered(source, answer).findings(*facts)
+def noting(hook, taken: list):
+    """`hook`, noting in `taken` whether each answer it gave was taken (not None)."""
+    def noted(*facts):
+        got = hook(*facts)
         taken.append(got is not None)
         return got
-    return hook
+    return noted
+
+
+def taking(source, answer, taken: list):
+    """A hook that answers with the worker's `answer` and notes whether it was taken."""
+    return noting(Answered(source, answer).findings, taken)
 
 
 def checked_policies(source) -> list:
@@ -188,14 +193,8 @@ def test_a_forked_workers_answer_is_taken_and_a_failed_one_leaves_the_checks_her
     loaded = coldload.load_cold(source, None, cache, tmp_path / "state", workers=2, side=job)
     assert job.started
     taken = []
-    hook = job.resolver_hook()
-
-    def noting(*facts):
-        got = hook(*facts)
-        taken.append(got is not None)
-        return got
     resolver = Resolver(source, YamlLocator(source.read), memo=cache.validation_memo())
-    resolver.policies_ahead = noting
+    resolver.policies_ahead = noting(job.resolver_hook(), taken)
     resolver.resolve(loaded.files, loaded.documents)
     assert policy_diagnostics(resolver.out) == policy_diagnostics(resolve(WorkTreeSource(str(tmp_path / "repo"))))
     if worker == "answers":
