@@ -31,7 +31,7 @@ from reconciler.core.ids import make_id
 from reconciler.core.resource import Resource
 from reconciler.providers.base import ApplyContext
 from reconciler.stacks.base import JobContext, JobResult
-from reconciler.store.runs import JobFinish, JobUpdate, RunEnd
+from reconciler.store.runs import JobFinish, JobUpdate, RunEnd, RunStart, now
 
 log = logging.getLogger("reconciler.runner")
 
@@ -151,7 +151,7 @@ class _Recorder:
         self._thread = threading.Thread(target=self._loop, name="run-recorder", daemon=True)
         self._thread.start()
 
-    def submit(self, item: "JobUpdate | JobFinish | RunEnd") -> None:
+    def submit(self, item: "RunStart | JobUpdate | JobFinish | RunEnd") -> None:
         with self._cond:
             self._submitted += 1
             self._items.append(item)
@@ -346,6 +346,7 @@ class WorkflowRunner:
         previous = runs.unfinished(workflow.id, key) if trigger != "manual" else None
         done: dict[str, str] = {}
         attempts: dict[str, int] = {}
+        start = None
         if previous is not None:
             run_id = previous["run_id"]
             runs.resume_run(run_id)
@@ -356,8 +357,10 @@ class WorkflowRunner:
         else:
             runs.abandon_running(workflow.id, "superseded: the workflow changed before this run could resume")
             run_id = new_run_id()
-            runs.start_run(run_id, workflow.id, self.ctx.commit, key, trigger,
-                           [(n, j.get("stack") or f"operator:{j.get('operator')}") for n, j in jobs.items()])
+            # the run's record is the recorder's first write (an INSERT and a commit, ~4 ms, off the first job's
+            # way); every record of its jobs comes after it, so a crash can leave no job of a run never recorded
+            start = RunStart(run_id, workflow.id, self.ctx.commit, key, trigger,
+                             [(n, j.get("stack") or f"operator:{j.get('operator')}") for n, j in jobs.items()], now())
         root = self.run_root(workflow, run_id)
         root.mkdir(parents=True, exist_ok=True)
         started = datetime.now(timezone.utc)
@@ -391,6 +394,8 @@ class WorkflowRunner:
         status: dict[str, str] = {n: done.get(n, PENDING) for n in jobs}
         results: dict[str, JobResult] = {}
         recorder = _Recorder(self.store)
+        if start is not None:
+            recorder.submit(start)
         try:
             with ThreadPoolExecutor(max_workers=self.parallelism, thread_name_prefix=f"run-{workflow.name}") as pool:
                 running = {}

@@ -59,6 +59,18 @@ class JobFinish:
 
 
 @dataclass
+class RunStart:
+    """A new run with every job pending (see Runs.start_run); `started_at`: when it started."""
+    run_id: str
+    workflow_id: str
+    commit: str | None
+    trigger_key: str
+    trigger: str
+    jobs: list[tuple[str, str]]  # (name, stack)
+    started_at: str
+
+
+@dataclass
 class RunEnd:
     """A run's end: its status and totals, with its jobs' pending findings written out (see Runs.write)."""
     run_id: str
@@ -150,13 +162,16 @@ class Runs:
     def start_run(self, run_id: str, workflow_id: str, commit: str | None, trigger_key: str, trigger: str,
                   jobs: list[tuple[str, str]]) -> None:
         """A new run with every job pending; jobs: (name, stack)."""
-        t = now()
-        with self._tx() as (conn, _):
-            conn.execute(f"INSERT INTO runs ({_quoted(RUN_COLUMNS)}) VALUES (?, ?, ?, ?, ?, 'running', NULL, ?, NULL, "
-                         "NULL, NULL, 0)", [run_id, workflow_id, commit, trigger_key, trigger, t])
-            insert_rows(conn, "jobs", ("run_id", "job", "stack", "status", "attempts"),
-                        ("VARCHAR", "VARCHAR", "VARCHAR", "VARCHAR", "INTEGER"),
-                        [(run_id, name, stack, "pending", 0) for name, stack in jobs])
+        self.write([RunStart(run_id, workflow_id, commit, trigger_key, trigger, jobs, now())])
+
+    @staticmethod
+    def _start(conn, start: RunStart) -> None:
+        conn.execute(f"INSERT INTO runs ({_quoted(RUN_COLUMNS)}) VALUES (?, ?, ?, ?, ?, 'running', NULL, ?, NULL, "
+                     "NULL, NULL, 0)", [start.run_id, start.workflow_id, start.commit, start.trigger_key,
+                                        start.trigger, start.started_at])
+        insert_rows(conn, "jobs", ("run_id", "job", "stack", "status", "attempts"),
+                    ("VARCHAR", "VARCHAR", "VARCHAR", "VARCHAR", "INTEGER"),
+                    [(start.run_id, name, stack, "pending", 0) for name, stack in start.jobs])
 
     def resume_run(self, run_id: str) -> None:
         with self._tx() as (conn, _):
@@ -224,8 +239,8 @@ class Runs:
         self.write([JobFinish(run_id, workflow_id, job, result, attempts, owner, workspace, tags,
                               column_tags or {}, ended)])
 
-    def write(self, items: list[JobUpdate | JobFinish | RunEnd], findings: bool = True) -> None:
-        """Job updates, finished jobs and run ends, in order, in one transaction.
+    def write(self, items: list[RunStart | JobUpdate | JobFinish | RunEnd], findings: bool = True) -> None:
+        """Run starts, job updates, finished jobs and run ends, in order, in one transaction.
 
         A finished job's row takes its findings (lineage, the lake tables it wrote, quality results,
         profiles) as one JSON value, durable with its status. `findings`: also write every pending
@@ -235,7 +250,10 @@ class Runs:
         if items:
             ends = [item for item in items if isinstance(item, RunEnd)]
             with self._tx() as (conn, _):
-                self._write(conn, [item for item in items if not isinstance(item, RunEnd)])
+                for item in items:
+                    if isinstance(item, RunStart):  # a run's start comes before any of its jobs' updates
+                        self._start(conn, item)
+                self._write(conn, [item for item in items if not isinstance(item, (RunStart, RunEnd))])
                 self._write_findings(conn, sorted({item.run_id for item in (items if findings else ends)}))
                 for end in ends:
                     conn.execute("UPDATE runs SET status = ?, message = ?, ended_at = ?, rows_in = ?, rows_out = ? "
