@@ -574,7 +574,8 @@ class WorkflowRunner:
             recorder.submit(JobFinish(run_id, workflow.id, name, result, attempts=attempt,
                                       owner=workflow.spec.get("owner"), workspace=workflow.workspace,
                                       tags=list(workflow.spec.get("tags") or []), column_tags=column_tags,
-                                      ended=datetime.now(timezone.utc).isoformat(timespec="milliseconds")))
+                                      ended=datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+                                      started_at=started, log_path=str(log_path)))
             return result
         finally:
             job_log.close()

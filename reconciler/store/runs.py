@@ -56,6 +56,10 @@ class JobFinish:
     tags: list[str]
     column_tags: dict[str, dict[str, list[str]]] = field(default_factory=dict)
     ended: str | None = None
+    # the last attempt's start and log, as its running update set them: a finished row then sets the same
+    # columns whether that update went in an earlier batch or in this one (one UPDATE for all of them)
+    started_at: str | None = None
+    log_path: str | None = None
 
 
 @dataclass
@@ -270,6 +274,8 @@ class Runs:
                 values = {"status": "succeeded" if r.ok else "failed", "attempts": item.attempts, "ended_at": t,
                           "rows_in": r.rows_in, "rows_out": r.rows_out, "message": r.message or None,
                           "external_id": r.external_id, "findings": _findings_json(item, t)}
+                if item.started_at is not None:
+                    values.update(started_at=item.started_at, log_path=item.log_path)
             else:
                 values = item.values
             rows.setdefault((item.run_id, item.job), {}).update(values)
@@ -351,12 +357,12 @@ class Runs:
         groups: dict[tuple[str, ...], list[tuple[tuple[str, str], dict]]] = {}
         for key, values in rows.items():
             if values:
-                groups.setdefault(tuple(values), []).append((key, values))
+                groups.setdefault(tuple(sorted(values)), []).append((key, values))
         for columns, members in groups.items():
             if len(members) == 1:
                 (run_id, job), values = members[0]
                 conn.execute(f"UPDATE jobs SET {', '.join(f'{_q(c)} = ?' for c in columns)} "
-                             "WHERE run_id = ? AND job = ?", [*values.values(), run_id, job])
+                             "WHERE run_id = ? AND job = ?", [*(values[c] for c in columns), run_id, job])
                 continue
             select = ", ".join(["unnest($1::VARCHAR[]) AS run_id", "unnest($2::VARCHAR[]) AS job"]
                                + [f"unnest(${i}::{_JOB_TYPES.get(c, 'VARCHAR')}[]) AS {_q(c)}" for i, c in enumerate(columns, 3)])
