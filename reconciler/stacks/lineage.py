@@ -170,7 +170,10 @@ def _plain_step(sql: str, by_input: dict[str, str], traced: dict, order: dict, c
     # the relations it reads: alias -> (step or input name), in FROM order
     relations: dict[str, str] = {}
     source = tree.args.get("from_") or tree.args.get("from")
-    for table in [source.this if source else None] + [j.this for j in tree.args.get("joins") or []]:
+    tables = ([source.this] if source else []) + [j.this for j in tree.args.get("joins") or []]
+    if not source and tables:
+        raise _NotPlain
+    for table in tables:  # no FROM at all: a row of constants, computed from nothing
         if not isinstance(table, exp.Table) or not isinstance(table.this, exp.Identifier) \
                 or table.args.get("db") or table.args.get("catalog"):
             raise _NotPlain

@@ -35,6 +35,7 @@ CASES = [
             "current_timestamp AS loaded_at FROM raw")], ["id", "k", "answer", "loaded_at"], True),
     ([("s", "SELECT DISTINCT currency FROM raw ORDER BY currency LIMIT 5")], ["currency"], True),
     ([("s", "SELECT raw.id, raw.amount FROM raw")], ["id", "amount"], True),
+    ([("s", "SELECT 1 AS id, 'x' AS label, current_date AS day")], ["id", "label", "day"], True),
     ([("s", "SELECT r.*, 1 AS one FROM raw AS r")], list(RAW) + ["one"], True),
     ([("s", "SELECT *, amount * 2 AS doubled FROM raw")], list(RAW) + ["doubled"], True),
     ([("s", "SELECT id, amount AS amount FROM raw")], ["id", "amount"], True),
