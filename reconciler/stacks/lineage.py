@@ -134,7 +134,7 @@ def _plain_lineage(steps: list[tuple[str, str]], by_input: dict[str, str], outpu
     traced: dict[str, dict[str, frozenset[tuple[str, str]]]] = {}  # step -> column (lower) -> (address, column)
     order: dict[str, list[str]] = {}  # step -> its columns (lower), in order
     try:
-        for index, (name, sql) in enumerate(steps):
+        for name, sql in steps:
             key = name.lower()
             if key in traced or key in by_input:  # a step shadowing an input or a step: sqlglot's call
                 return None
@@ -171,9 +171,9 @@ def _plain_step(sql: str, by_input: dict[str, str], traced: dict, order: dict, c
     relations: dict[str, str] = {}
     source = tree.args.get("from_") or tree.args.get("from")
     tables = ([source.this] if source else []) + [j.this for j in tree.args.get("joins") or []]
-    if not source and tables:
+    if not source and tables:  # joins without a FROM; no FROM at all is a row of constants, from nothing
         raise _NotPlain
-    for table in tables:  # no FROM at all: a row of constants, computed from nothing
+    for table in tables:
         if not isinstance(table, exp.Table) or not isinstance(table.this, exp.Identifier) \
                 or table.args.get("db") or table.args.get("catalog"):
             raise _NotPlain

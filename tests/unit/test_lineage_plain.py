@@ -44,6 +44,20 @@ CASES = [
      ["id", "first_tag", "vip"], True),
     ([("s", "SELECT count(*) AS n, count(DISTINCT merchant_id) AS merchants FROM raw "
             "WHERE amount > 0 HAVING count(*) > 1")], ["n", "merchants"], True),
+    # functions, filters, casts, windows and clauses around the columns: every column in a projection counts
+    ([("s", "SELECT count(*) FILTER (WHERE status = 'x') AS n, sum(amount) FILTER (WHERE currency = 'EUR') AS eur "
+            "FROM raw")], ["n", "eur"], True),
+    ([("s", "SELECT EXTRACT(year FROM ts) AS y, date_trunc('month', ts) AS m, ts::DATE AS d, "
+            "ts + INTERVAL 1 DAY AS next FROM raw")], ["y", "m", "d", "next"], True),
+    ([("s", "SELECT id IN (1, 2) AS small, amount BETWEEN 1 AND currency::INT AS mid, NOT (status = 'ok') AS bad "
+            "FROM raw")], ["small", "mid", "bad"], True),
+    ([("s", "SELECT string_agg(currency, ',' ORDER BY ts) AS cs, list(id ORDER BY amount DESC) AS ids, "
+            "arg_max(status, ts) AS last FROM raw")], ["cs", "ids", "last"], True),
+    ([("s", "SELECT DISTINCT ON (merchant_id) merchant_id, amount FROM raw ORDER BY merchant_id, ts DESC")],
+     ["merchant_id", "amount"], True),
+    ([("s", "SELECT id, lag(amount) OVER (PARTITION BY merchant_id ORDER BY ts ROWS BETWEEN 1 PRECEDING AND "
+            "CURRENT ROW) AS prev, CASE status WHEN 'a' THEN amount ELSE -amount END AS signed FROM raw "
+            "ORDER BY id DESC NULLS LAST LIMIT 10 OFFSET 2")], ["id", "prev", "signed"], True),
     # joins
     ([("s", "SELECT t.id, CAST(t.amount AS DECIMAL(12, 2)) AS amount, m.name AS merchant_name, m.mcc, "
             "t.currency FROM raw AS t JOIN merchants AS m ON m.id = t.merchant_id")],
