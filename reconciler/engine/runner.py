@@ -358,7 +358,7 @@ class WorkflowRunner:
             runs.abandon_running(workflow.id, "superseded: the workflow changed before this run could resume")
             run_id = new_run_id()
             # the run's record is the recorder's first write (an INSERT and a commit, ~4 ms, off the first job's
-            # way); every record of its jobs comes after it, so a crash can leave no job of a run never recorded
+            # way); its jobs' records come after it, so no crash leaves a job's record without its run's
             start = RunStart(run_id, workflow.id, self.ctx.commit, key, trigger,
                              [(n, j.get("stack") or f"operator:{j.get('operator')}") for n, j in jobs.items()], now())
         root = self.run_root(workflow, run_id)
