@@ -419,39 +419,49 @@ class Helper:
 
     A one-file `plan` as a fresh process spent ~0.2 s importing pydantic and building models, only to
     validate the changed file; restoring the snapshot and reading the records take as long again and need
-    no models. So `start` (in a `plan` once its memo missed) forks a child that imports the models, each
-    type's too (`resources.preload`) until its work comes, while this process goes on; `validate(cache,
-    share, source)` reads the changed files (path, blob) here, hands their bytes to it, waits, and takes
-    its results into `cache` as a cold load takes its workers' (this process never imports the models).
-    A resolve that needs no help (nothing changed, or a full resolve) `dismiss`es it. Only in a one-shot
-    command where forking is safe (store/writebehind.py), with a second CPU and a document cache to build
-    on. Forking costs ~10 ms here. Forked before the repository is opened, it saved no more (the child's
-    imports then slowed this process's own start) and cost a plan answered from its memo ~0.09 s."""
+    no models. So `start` forks a child that imports the models and the parsers, each type's model too
+    (`resources.preload`) until its work comes, while this process goes on; `validate(cache, share,
+    source)` reads the changed files (path, blob) here, hands their bytes to it, waits until it says its
+    results are written out, and takes them into `cache` as a cold load takes its workers' (this process
+    never imports the models). The helper then writes them to the document cache file, holding the
+    cache's writers lock, after the command if need be, as a cold load's worker does. A resolve that needs
+    no help (nothing changed, or a full resolve) `dismiss`es it. Only in a one-shot command where forking
+    is safe (store/writebehind.py), with a second CPU and a document cache to build on. Forking costs ~10 ms
+    here. `plan` forks it before it opens the repository (its imports are a one-file plan's critical path),
+    and lets it go when the plan's memo answers: session 14, 12 alternating runs each, a one-file plan
+    0.221 -> 0.194 s with the parsers imported ahead and the cache written after, a plan answered from its
+    memo 0.089 -> 0.094 s. (Sessions before, without bytecode, saw no gain from forking it earlier.)"""
 
-    def __init__(self, pid: int, share_w: int, out):
-        self.pid, self._share_w, self._out = pid, share_w, out
+    def __init__(self, pid: int, share_w: int, out, done_r: int):
+        self.pid, self._share_w, self._out, self._done_r = pid, share_w, out, done_r
 
     @classmethod
     def start(cls, source, state_dir: Path) -> "Helper | None":
+        """`source`: the repository opened, or None when it is not yet (a helper forked before opening it, to
+        import sooner: the caller dismisses it if the source turns out not to be a git commit)."""
         from reconciler.store.doccache import CACHE_FILE
 
-        if not (writes_behind() and workers_available() > 1 and getattr(source, "tree", None) is not None
+        if not (writes_behind() and workers_available() > 1
+                and (source is None or getattr(source, "tree", None) is not None)
                 and (Path(state_dir) / "cache" / CACHE_FILE).exists()):
             return None
         share_r, share_w = os.pipe()
+        done_r, done_w = os.pipe()
         out = tempfile.TemporaryFile(prefix="reconciler-help-")
         try:
             pid = os.fork()
         except OSError:  # no memory or process slots for a child: validate here as usual
-            os.close(share_r)
-            os.close(share_w)
+            for fd in (share_r, share_w, done_r, done_w):
+                os.close(fd)
             out.close()
             return None
         if pid == 0:  # the child: never returns
             os.close(share_w)
-            _helper_child(share_r, state_dir, out)
+            os.close(done_r)
+            _helper_child(share_r, state_dir, out, done_w)
         os.close(share_r)
-        return cls(pid, share_w, out)
+        os.close(done_w)
+        return cls(pid, share_w, out, done_r)
 
     def validate(self, cache, share: list[tuple[str, str]], source) -> None:
         """Parse and validate `share` in the helper; its results land in `cache` (what it did not finish, and
@@ -469,14 +479,23 @@ class Helper:
                 pipe.write(marshal.dumps(payload))
         except OSError:  # the helper is gone: nothing to take
             pass
-        os.waitpid(self.pid, 0)
-        self.pid = None
+        # the helper says it is done once its results are all in `out` (or dies: end of file); it writes them to
+        # the document cache only then, holding the cache's writers lock, after this command if need be
+        try:
+            os.read(self._done_r, 1)
+        finally:
+            os.close(self._done_r)
+            self._done_r = None
+        self.pid = None  # detached: it is not waited for (store/writebehind.py)
         _take(cache, self._out)
 
     def dismiss(self) -> None:
         if self._share_w is not None:
             os.close(self._share_w)
             self._share_w = None
+        if self._done_r is not None:
+            os.close(self._done_r)
+            self._done_r = None
         if self.pid is not None:
             import signal
 
@@ -496,7 +515,7 @@ class _Bytes:
         return self.data[path]
 
 
-def _helper_child(share_r: int, state_dir: Path, out) -> None:
+def _helper_child(share_r: int, state_dir: Path, out, done_w: int) -> None:
     code = 1
     try:
         import gc
@@ -508,7 +527,9 @@ def _helper_child(share_r: int, state_dir: Path, out) -> None:
         import reconciler.core.loader  # noqa: F401
         import reconciler.core.resolve  # noqa: F401
         from reconciler.core.resources import preload
+        import reconciler.core.yamlload  # noqa: F401  (the parsers: load_files imports them late, ~10 ms)
         from reconciler.store.doccache import DocCache
+        from reconciler.store.writebehind import hold_for_writes, leave_terminal, still_there
 
         # then each type's models, until the parent hands over the files (or lets this helper go)
         preload(lambda: bool(select.select([share_r], [], [], 0)[0]))
@@ -517,8 +538,18 @@ def _helper_child(share_r: int, state_dir: Path, out) -> None:
         if data:  # nothing when the parent let it go
             payload = marshal.loads(data)
             files = _Bytes({path: content for path, _, content in payload})
-            _send(DocCache(state_dir), list(_work(files, [(path, blob) for path, blob, _ in payload])), out)
-            out.flush()
+            cache = DocCache(state_dir)
+            _send(cache, list(_work(files, [(path, blob) for path, blob, _ in payload])), out, stored=True)
+            # the parent takes the results now; the cache file is written after, as a cold load's worker does
+            # (see _child): the next command's readers wait for the writers lock held from here
+            cache_dir = Path(state_dir) / "cache"
+            lock = hold_for_writes(cache_dir)
+            os.write(done_w, b".")
+            os.close(done_w)
+            done_w = None
+            leave_terminal()
+            if still_there(cache_dir, lock):  # else the state dir was removed: nothing to write
+                cache.save()
         code = 0
     except BaseException:  # noqa: BLE001  the parent validates what this helper did not
         code = 1

@@ -1,4 +1,5 @@
 """plan / apply / get through the real CLI on real git repos and real DuckDB state."""
+import json
 import subprocess
 import sys
 
@@ -478,3 +479,32 @@ def test_a_second_edit_after_an_apply_diffs_against_the_applied_spec_without_ope
     imported = {line.rsplit("|", 1)[-1].strip() for line in r.err.splitlines() if line.startswith("import time:")}
     assert "reconciler.core.planner" in imported  # the flag works
     assert "duckdb" not in imported, "the plan opened the state database"
+
+
+def test_plans_after_a_cached_one_on_a_working_tree_a_bad_ref_and_no_change(git_repo, state_dir, tmp_path):
+    """Once a document cache exists, `plan` forks its validation helper before it opens the repository
+    (engine/operations.py make_plan). A ref that does not resolve, a plain working tree (no snapshot to build
+    on) and a plan answered from its memo let it go; the output is what a plan in a fresh state dir gives."""
+    from tests.conftest import write_files
+
+    def actions(r):
+        assert r.code in (0, 2), r
+        return sorted((a["action"], a["id"], (a.get("resource") or {}).get("hash"),
+                       json.dumps(a["changes"], sort_keys=True)) for a in r.json["actions"])
+
+    commit = git_repo.commit(repos.basic())
+    assert cli(git_repo, state_dir, "plan").code == 0  # fills the document cache and the plan's memo
+    r = cli(git_repo, state_dir, "plan", "--ref", "no-such-branch")
+    assert r.code == 1 and "no-such-branch" in r.err and "Traceback" not in r.err, r
+    again = cli(git_repo, state_dir, "plan", "-o", "json")  # answered from the memo
+    assert actions(again) == actions(run_cli("plan", "--repo", git_repo.path, "--ref", commit, "--state-dir",
+                                             tmp_path / "fresh-git", "-o", "json"))
+
+    plain = tmp_path / "plain"
+    write_files(plain, repos.basic())
+    state = tmp_path / "plain-state"
+    assert run_cli("plan", "--repo", plain, "--state-dir", state).code == 0
+    write_files(plain, {"workflows/daily.yaml": repos.WORKFLOW.replace("amount > 0", "amount > 5")})
+    edited = run_cli("plan", "--repo", plain, "--state-dir", state, "-o", "json")
+    assert actions(edited) == actions(run_cli("plan", "--repo", plain, "--state-dir", tmp_path / "fresh", "-o", "json"))
+    assert any("amount > 5" in json.dumps(a["resource"]["spec"]) for a in edited.json["actions"] if "resource" in a)

@@ -282,6 +282,42 @@ def test_a_helper_is_only_started_where_it_can_help(repo, tmp_path, monkeypatch)
     writebehind.settle()
 
 
+def test_a_helper_forked_before_the_repository_is_opened_hands_back_before_it_writes_the_cache(repo, tmp_path,
+                                                                                              monkeypatch):
+    """`plan` forks its helper before it opens the repository (Helper.start(None, ...)); the helper hands its
+    results back as soon as they are in its output file and writes them to the document cache after, holding
+    the cache's writers lock: the parent takes them at once, and the next command finds them stored."""
+    import os
+
+    from reconciler.core.loader import select_files
+    from reconciler.engine import coldload
+    from reconciler.store import writebehind
+    from reconciler.store.doccache import DocCache
+
+    monkeypatch.setattr(writebehind, "_one_shot", True)
+    monkeypatch.setattr(writebehind, "can_fork", lambda: True)
+    monkeypatch.setattr(coldload, "workers_available", lambda: 2)
+    state = tmp_path / "state"
+    WarmPlanner(state).plan(GitSource(repo.repo, str(repo.repo.head.target)), {}, serial=0)  # a cache to build on
+    writebehind.settle()
+    commit = repo.commit({"workflows/daily.yaml": repos.WORKFLOW.replace("amount > 0", "amount > 7")})
+    source = GitSource(repo.repo, commit)
+    changed = [(p, b) for p, b in select_files(source) if p == "workflows/daily.yaml"]
+    assert changed and not DocCache(state).has(changed[0][1])
+
+    helper = coldload.Helper.start(None, state)  # before the source is known
+    assert helper is not None
+    pid = helper.pid
+    cache = DocCache(state)
+    helper.validate(cache, changed, source)
+    blob = changed[0][1]
+    assert cache.get(blob) is not None and cache.get(blob).documents  # taken from the helper, not parsed here
+    os.kill(pid, 0)  # the helper may still be writing: it was not waited for (no ChildProcessError)
+    writebehind.wait_until_written(state / "cache")  # as the next command's reader waits
+    assert DocCache(state).has(blob)  # written by the helper after it handed back
+    helper.dismiss()  # used: nothing left to let go
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_plans_that_look_only_at_what_moved_equal_plans_that_look_at_everything(tmp_path, seed):
     """With the records' changes reported (as the daemon's LiveRecords does), a plan after an incremental update
