@@ -427,10 +427,11 @@ class Helper:
     cache's writers lock, after the command if need be, as a cold load's worker does. A resolve that needs
     no help (nothing changed, or a full resolve) `dismiss`es it. Only in a one-shot command where forking
     is safe (store/writebehind.py), with a second CPU and a document cache to build on. Forking costs ~10 ms
-    here. `plan` forks it before it opens the repository (its imports are a one-file plan's critical path),
-    and lets it go when the plan's memo answers: session 14, 12 alternating runs each, a one-file plan
-    0.221 -> 0.194 s with the parsers imported ahead and the cache written after, a plan answered from its
-    memo 0.089 -> 0.094 s. (Sessions before, without bytecode, saw no gain from forking it earlier.)"""
+    here. `plan` and `validate` fork it before they open the repository (its imports are the critical path
+    of a one-file commit's plan or validate); a plan lets it go when its memo answers: session 14, 12
+    alternating runs each, a one-file plan 0.221 -> 0.194 s with the parsers imported ahead and the cache
+    written after, a plan answered from its memo 0.089 -> 0.094 s, a one-file validate then 0.197 -> 0.166 s
+    from forking it earlier. (Sessions before saw no gain from forking it earlier alone.)"""
 
     def __init__(self, pid: int, share_w: int, out, done_r: int):
         self.pid, self._share_w, self._out, self._done_r = pid, share_w, out, done_r

@@ -78,11 +78,21 @@ def load_desired(target: Target, records: dict[str, Record] | None = None, sourc
     `snapshot=False` saves none after a full resolve (`validate`: plans and applies save theirs)."""
     from reconciler.engine.coldload import Helper
 
-    source = source or open_source(target)
-    # `validate` builds on a snapshot too: a helper validates the changed files while it is restored; a cold
-    # load's worker checks the policies once its share is done
-    return _desired(target, records or {}, source, snapshot, helper=Helper.start(source, Path(target.state_dir)),
-                    side_for=lambda: _policies_ahead(target, source))[0]
+    # `validate` builds on a snapshot too: a helper validates the changed files while it is restored (forked
+    # before the repository is opened, as `plan` forks it); a cold load's worker checks the policies once its
+    # share is done
+    helper = Helper.start(source, Path(target.state_dir))
+    try:
+        if source is None:
+            source = open_source(target)
+            if helper is not None and getattr(source, "tree", None) is None:  # a working tree: no snapshot
+                helper.dismiss()
+                helper = None
+        return _desired(target, records or {}, source, snapshot, helper=helper,
+                        side_for=lambda: _policies_ahead(target, source))[0]
+    finally:
+        if helper is not None:  # used or let go by _desired, unless opening the repository failed
+            helper.dismiss()
 
 
 def _desired(target: Target, records: dict[str, Record], source,

@@ -204,3 +204,25 @@ def test_yaml_test_suite_never_crashes_the_loader(tmp_path):
     for d in r.json["diagnostics"]:
         if d["severity"] == "error":
             assert d["file"] and d["line"], d
+
+
+def test_validate_after_a_cached_one_on_a_working_tree_a_bad_ref_and_an_edit(git_repo, tmp_path):
+    """Once a document cache exists, `validate` forks its validation helper before it opens the repository
+    (engine/operations.py load_desired): a ref that does not resolve and a plain working tree let it go; an
+    edited file is validated (by the helper) as a fresh state dir validates it."""
+    state = tmp_path / "state"
+    git_repo.commit(repos.basic())
+    # a plan fills the document cache and saves the snapshot a later validate builds on (validate saves none)
+    assert run_cli("plan", "--repo", git_repo.path, "--state-dir", state).code == 0
+    r = validate(git_repo, "--state-dir", state, "--ref", "no-such-branch")
+    assert r.code == 1 and "no-such-branch" in r.err and "Traceback" not in r.err, r
+    git_repo.commit({"workspace.yaml": "version: v1\ntype: workspace\nname: Bad Name\n"})
+    cached, fresh = (validate(git_repo, "--state-dir", s, "-o", "json") for s in (state, tmp_path / "fresh"))
+    assert cached.code == fresh.code == 1 and cached.json["diagnostics"] == fresh.json["diagnostics"], cached
+
+    write_files(tmp_path / "plain", repos.basic())
+    plain_state = tmp_path / "plain-state"
+    assert run_cli("plan", "--repo", tmp_path / "plain", "--state-dir", plain_state).code == 0
+    write_files(tmp_path / "plain", {"workspace.yaml": "version: v1\ntype: workspace\nname: Bad Name\n"})
+    r = run_cli("validate", "--repo", tmp_path / "plain", "--state-dir", plain_state)
+    assert r.code == 1 and "workspace.yaml:3" in r.out + r.err, r
