@@ -442,8 +442,7 @@ class Helper:
         import sooner: the caller dismisses it if the source turns out not to be a git commit)."""
         from reconciler.store.doccache import CACHE_FILE
 
-        if not (writes_behind() and workers_available() > 1
-                and (source is None or getattr(source, "tree", None) is not None)
+        if not (writes_behind() and workers_available() > 1 and (source is None or cls._helps(source))
                 and (Path(state_dir) / "cache" / CACHE_FILE).exists()):
             return None
         share_r, share_w = os.pipe()
@@ -463,6 +462,18 @@ class Helper:
         os.close(share_r)
         os.close(done_w)
         return cls(pid, share_w, out, done_r)
+
+    @staticmethod
+    def _helps(source) -> bool:
+        """A git commit: a working tree has no snapshot to build on, so nothing for a helper to validate."""
+        return getattr(source, "tree", None) is not None
+
+    def for_source(self, source) -> "Helper | None":
+        """This helper, forked before `source` was opened, if it can help with it; else it is let go."""
+        if self._helps(source):
+            return self
+        self.dismiss()
+        return None
 
     def validate(self, cache, share: list[tuple[str, str]], source) -> None:
         """Parse and validate `share` in the helper; its results land in `cache` (what it did not finish, and
@@ -547,7 +558,6 @@ def _helper_child(share_r: int, state_dir: Path, out, done_w: int) -> None:
             lock = hold_for_writes(cache_dir)
             os.write(done_w, b".")
             os.close(done_w)
-            done_w = None
             leave_terminal()
             if still_there(cache_dir, lock):  # else the state dir was removed: nothing to write
                 cache.save()

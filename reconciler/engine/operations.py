@@ -85,13 +85,11 @@ def load_desired(target: Target, records: dict[str, Record] | None = None, sourc
     try:
         if source is None:
             source = open_source(target)
-            if helper is not None and getattr(source, "tree", None) is None:  # a working tree: no snapshot
-                helper.dismiss()
-                helper = None
+            helper = helper.for_source(source) if helper is not None else None
         return _desired(target, records or {}, source, snapshot, helper=helper,
                         side_for=lambda: _policies_ahead(target, source))[0]
     finally:
-        if helper is not None:  # used or let go by _desired, unless opening the repository failed
+        if helper is not None:  # _desired uses it or lets it go; this is for a failure before (opening the repository)
             helper.dismiss()
 
 
@@ -227,7 +225,7 @@ def make_plan(target: Target, *, base: str | None = None, max_prune: int = 10, a
     try:
         return _make_plan(target, base, max_prune, allow_prune, helper)
     finally:
-        if helper is not None:  # used or let go by then, unless something failed
+        if helper is not None:  # _desired uses it or lets it go; this is for the memo's answer and for failures
             helper.dismiss()
 
 
@@ -249,9 +247,7 @@ def _make_plan(target: Target, base: str | None, max_prune: int, allow_prune: bo
 
     from reconciler.core.planner import make_plan as plan_
 
-    if helper is not None and getattr(source, "tree", None) is None:  # a working tree: no snapshot to build on
-        helper.dismiss()
-        helper = None
+    helper = helper.for_source(source) if helper is not None else None
     if base:
         records, serial = base_records(target, base), 0
     else:
@@ -260,8 +256,6 @@ def _make_plan(target: Target, base: str | None, max_prune: int, allow_prune: bo
     # it guesses
     desired, warm = _desired(target, records, source, helper=helper,
                              side_for=None if base else lambda: _plan_ahead(records, target, source))
-    if helper is not None:  # used or let go by the load (see make_plan for a failure before)
-        helper.dismiss()
     if warm.resolver is not None:
         _known_specs(records, warm.resolver.replaced, warm)
     plan = plan_(desired.resolution, records, commit=source.commit, source=source_label(target),

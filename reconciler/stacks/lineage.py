@@ -49,12 +49,16 @@ def _remembered(key: tuple) -> dict[str, tuple[tuple[str, str], ...]]:
 def plain_column_lineage(steps: list[tuple[str, str]], inputs: dict[str, str], output_from: str,
                          output_columns: list[str],
                          schemas: dict[str, dict[str, str]] | None = None) -> dict[str, list[tuple[str, str]]] | None:
-    """What column_lineage returns, when the steps are plain enough to trace without sqlglot's optimizer
-    (see `_plain_lineage`): ~0.1 ms, cheap enough to run in line. None: ask column_lineage. Never raises."""
-    if sqlglot is None:
-        return None
+    """What column_lineage returns, when the output is an input as it is or the steps are plain enough to trace
+    without sqlglot's optimizer (see `_plain_lineage`): ~0.1 ms, cheap enough to run in line. None: ask
+    column_lineage. Never raises."""
     try:
         by_input = {name.lower(): address for name, address in inputs.items()}
+        if output_from.lower() in by_input and output_from not in dict(steps):  # an input written as it is
+            address = by_input[output_from.lower()]
+            return {column: [(address, column)] for column in output_columns}
+        if sqlglot is None:
+            return None
         return _plain_lineage(steps, by_input, output_from, output_columns, schemas or {})
     except Exception:  # noqa: BLE001 - lineage is best effort, never a job failure
         return None
@@ -63,18 +67,8 @@ def plain_column_lineage(steps: list[tuple[str, str]], inputs: dict[str, str], o
 def _column_lineage(steps: list[tuple[str, str]], inputs: dict[str, str], output_from: str,
                     output_columns: list[str],
                     schemas: dict[str, dict[str, str]]) -> dict[str, list[tuple[str, str]]]:
-    try:
-        by_input = {name.lower(): address for name, address in inputs.items()}
-        if output_from.lower() in by_input and output_from not in dict(steps):
-            address = by_input[output_from.lower()]
-            return {column: [(address, column)] for column in output_columns}
-        if sqlglot is not None:
-            plain = _plain_lineage(steps, by_input, output_from, output_columns, schemas or {})
-            if plain is not None:
-                return plain
-    except Exception:  # noqa: BLE001 - lineage is best effort, never a job failure
-        pass
-    return _traced_lineage(steps, inputs, output_from, output_columns, schemas)
+    plain = plain_column_lineage(steps, inputs, output_from, output_columns, schemas)
+    return plain if plain is not None else _traced_lineage(steps, inputs, output_from, output_columns, schemas)
 
 
 def _traced_lineage(steps: list[tuple[str, str]], inputs: dict[str, str], output_from: str,
