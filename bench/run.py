@@ -14,6 +14,11 @@ measurement `--runs` times (median, min, max of the wall time from spawn to exit
   plan (one file)      the plan after a new commit editing one workflow (a new edit each run)
   --help               `reconciler --help`: interpreter and import floor
 
+Before each operation and after the last, `bench/yardstick.py` parses the repository's files with
+`yaml.CSafeLoader` in a fresh process: the measurement issue 3 gives for its machine (~1.7 s for 10,000
+files). Each operation's median is also shown scaled to that machine (median x 1.7 s / the yardstick
+around it, the mean of the readings just before and just after it), as this machine's speed wanders.
+
 Exit codes are checked (plan uses --detailed-exitcode: 2 with changes, 0 without); an
 unexpected one is shown in the note column and makes this script exit 1. Process output
 goes to WORK/logs/. The peers' figures are read from --peers (a Markdown table with
@@ -41,6 +46,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bytecode  # noqa: E402  (a sibling script)
 import gen_repo  # noqa: E402  (a sibling script, not a package)
+import yardstick  # noqa: E402  (a sibling script)
 from settle import wait_for_background  # noqa: E402
 
 DEFAULT_PEERS = Path("/work/shared/peers/README.md")
@@ -72,6 +78,15 @@ class Result:
     rss_mb: list[float] = field(default_factory=list)
     rcs: list[int] = field(default_factory=list)
     logs: list[str] = field(default_factory=list)
+    yardstick_s: float | None = None  # the CSafeLoader parse around this operation (bench/yardstick.py)
+    issue_s: float | None = None  # what the issue's machine takes for it
+
+    @property
+    def scaled(self) -> float | None:
+        """The median on the machine issue 3 describes: where the yardstick takes ~1.7 s per 10,000 files."""
+        if not self.walls or not self.yardstick_s:
+            return None
+        return statistics.median(self.walls) * self.issue_s / self.yardstick_s
 
     @property
     def ok(self) -> bool:
@@ -91,6 +106,7 @@ class Result:
         return {"operation": self.op.key, "median_s": statistics.median(w) if w else None,
                 "min_s": min(w) if w else None, "max_s": max(w) if w else None, "runs": len(w),
                 "target_s": self.op.target, "rss_mb": max(self.rss_mb) if self.rss_mb else None,
+                "yardstick_s": self.yardstick_s, "scaled_s": self.scaled,
                 "rcs": self.rcs, "ok": self.ok, "note": self.note}
 
 
@@ -127,6 +143,8 @@ class Bench:
         self.exe, self.work, self.repo, self.state = exe, work, repo, state
         self.timeout, self.cache_subdir = timeout, cache_subdir
         self.env = dict(os.environ, NO_COLOR="1", PYTHONUNBUFFERED="1", RECONCILER_STATE_DIR=str(state))
+        self.yardsticks: list[float] = []
+        self.issue_s: float | None = None  # the yardstick on the issue's machine, for this repository
 
     def measure(self, op: Operation, args: list[str], runs: int, before=None, timeout: float | None = None) -> Result:
         res = Result(op)
@@ -144,6 +162,16 @@ class Bench:
               + (f"; see {res.first_bad_log}" if res.note else ""), flush=True)
         return res
 
+    def yardstick(self) -> float:
+        """Seconds bench/yardstick.py's CSafeLoader parse takes now, in a fresh process."""
+        wait_for_background(self.state)
+        out = subprocess.run([sys.executable, str(Path(yardstick.__file__)), str(self.repo)], check=True,
+                             capture_output=True, text=True).stdout
+        reading = json.loads(out)
+        self.yardsticks.append(reading["parse_s"])
+        self.issue_s = yardstick.issue_parse_s(reading["files"])
+        return reading["parse_s"]
+
     def drop_cache(self, _k: int = 0) -> None:
         shutil.rmtree(self.state / self.cache_subdir, ignore_errors=True)
 
@@ -157,15 +185,24 @@ class Bench:
         ops = {op.key: op for op in OPERATIONS}
         repo = ["--repo", str(self.repo), "--state-dir", str(self.state)]
         plan = ["plan", *repo, "--detailed-exitcode"]
-        return [
-            self.measure(ops["validate_cold"], ["validate", *repo], runs, before=self.drop_cache),
-            self.measure(ops["plan_cold"], plan, runs, before=self.drop_state),
-            self.measure(ops["apply"], ["apply", *repo, "--auto-approve"], 1, before=self.drop_state,
-                         timeout=apply_timeout),
-            self.measure(ops["plan_nochange"], plan, runs),
-            self.measure(ops["plan_one_edit"], plan, runs, before=self.commit_one_edit),
-            self.measure(ops["help"], ["--help"], runs),
+        steps = [
+            lambda: self.measure(ops["validate_cold"], ["validate", *repo], runs, before=self.drop_cache),
+            lambda: self.measure(ops["plan_cold"], plan, runs, before=self.drop_state),
+            lambda: self.measure(ops["apply"], ["apply", *repo, "--auto-approve"], 1, before=self.drop_state,
+                                 timeout=apply_timeout),
+            lambda: self.measure(ops["plan_nochange"], plan, runs),
+            lambda: self.measure(ops["plan_one_edit"], plan, runs, before=self.commit_one_edit),
+            lambda: self.measure(ops["help"], ["--help"], runs),
         ]
+        results = []
+        before = self.yardstick()
+        for step in steps:
+            res = step()
+            after = self.yardstick()
+            res.yardstick_s, res.issue_s = (before + after) / 2, self.issue_s
+            results.append(res)
+            before = after
+        return results
 
 
 # --------------------------------------------------------------------------- peers
@@ -217,15 +254,24 @@ def seconds(v: float | None) -> str:
 
 
 def table_rows(results: list[Result], peer_titles: list[str], peers: dict) -> tuple[list[str], list[list[str]]]:
-    header = ["operation", "median", "min", "max", "runs", "target", "peak RSS", *peer_titles, "note"]
+    header = ["operation", "median", "min", "max", "runs", "target", "on the issue's machine", "peak RSS",
+              *peer_titles, "note"]
     rows = []
     for r in results:
         rec = r.record()
         peer_cells = [peers[t].get(r.op.peer_column, "-") if r.op.peer_column else "-" for t in peer_titles]
         rss = f"{rec['rss_mb']:.0f} MB" if rec["rss_mb"] is not None else "-"
         rows.append([r.op.label, seconds(rec["median_s"]), seconds(rec["min_s"]), seconds(rec["max_s"]),
-                     str(rec["runs"]), seconds(r.op.target), rss, *peer_cells, rec["note"]])
+                     str(rec["runs"]), seconds(r.op.target), seconds(rec["scaled_s"]), rss, *peer_cells,
+                     rec["note"]])
     return header, rows
+
+
+def yardstick_row(readings: list[float], issue_s: float, columns: int) -> list[str]:
+    """The yardstick's own row: the CSafeLoader parse of the repository's files, against the issue's figure."""
+    row = ["yardstick: CSafeLoader parse, 1 process", seconds(statistics.median(readings)), seconds(min(readings)),
+           seconds(max(readings)), str(len(readings)), "-", seconds(issue_s), "-"]
+    return row + ["-"] * (columns - len(row) - 1) + ["issue 3's reading of its machine"]
 
 
 def print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
@@ -295,7 +341,8 @@ def main(argv: list[str] | None = None) -> int:
               f"({'loose objects' if a.loose else 'packed'}) "
               f"in {time.perf_counter() - t0:.1f} s; {pkg} "
               f"{'from source (--source)' if a.source else 'compiled to bytecode first'}", flush=True)
-        results = Bench(exe, work, repo, state, a.timeout, a.cache_subdir).run_all(a.runs, a.apply_timeout)
+        bench = Bench(exe, work, repo, state, a.timeout, a.cache_subdir)
+        results = bench.run_all(a.runs, a.apply_timeout)
     finally:
         # a failed run keeps its logs; a clean temporary one is removed unless --keep
         all_ok = bool(results) and all(r.ok for r in results)
@@ -306,6 +353,8 @@ def main(argv: list[str] | None = None) -> int:
 
     titles, peers = read_peers(a.peers, a.artefacts)
     header, rows = table_rows(results, titles, peers)
+    if bench.yardsticks:
+        rows.append(yardstick_row(bench.yardsticks, bench.issue_s, len(header)))
     print_table(f"Reconciler, {a.artefacts:,} artefacts, fresh processes, median of {a.runs}"
                 + (f"; peers from {a.peers}" if titles else ""), header, rows)
     if a.json:
