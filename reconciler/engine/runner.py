@@ -148,6 +148,7 @@ class _Recorder:
         self._closed = False
         self._waiting = 0  # threads in wait(): write now, do not linger
         self._findings_at = time.monotonic()  # when findings were last written out
+        self.costs: dict = {}  # seconds spent writing, by part, and commits (Runs.write); read after close()
         self._thread = threading.Thread(target=self._loop, name="run-recorder", daemon=True)
         self._thread.start()
 
@@ -192,11 +193,11 @@ class _Recorder:
             if findings:
                 self._findings_at = time.monotonic()
             try:
-                try:
-                    self.runs.write(items, findings)  # one transaction, each table written once for all of them
+                try:  # one transaction, each table written once for all of them
+                    self.runs.write(items, findings, self.costs)
                 except Exception:  # one bad write must not take the others with it: again, one by one
                     for item in items:
-                        self.runs.write([item], findings)
+                        self.runs.write([item], findings, self.costs)
             except BaseException as exc:
                 with self._cond:
                     self._error = exc
@@ -292,6 +293,24 @@ def to_start(ready: list[str], running: list[str], lake_bound: dict[str, bool], 
     return started
 
 
+def _bookkeeping(costs: dict, results: dict, loading: float, entered: float, first_job: float | None,
+                 jobs_done: float) -> dict:
+    """A run's account of what it spent beside its jobs' own work, in seconds (run.json's `bookkeeping`).
+
+    `imports`: the stacks' modules loaded before the run (a cost of the process: the daemon pays it once, a
+    fresh `apply` for its first run; see _load_runtimes); `head`: from then to the run's first job; `tail`: from its last job's end to its records durable
+    (the recorder's last commit, with the findings written out); both are on the run's critical path.
+    `records` (run and job rows, with their commits: `commits`), `lineage`, `catalog`, `profiles` and
+    `quality` (the findings written out into their tables) are the recorder's, on a thread of its own, so
+    mostly beside the jobs; `lineage_traced` is column lineage worked out on the jobs' own paths."""
+    took = {key: round(value, 4) if isinstance(value, float) else value for key, value in costs.items()}
+    took["lineage_traced"] = round(sum(r.lineage_s for r in results.values()), 4)
+    took["imports"] = round(entered - loading, 4)
+    took["head"] = round((first_job or jobs_done) - entered, 4)
+    took["tail"] = round(time.perf_counter() - jobs_done, 4)
+    return took
+
+
 def trigger_key(resource: Resource, repo_dir: Path | None) -> str:
     """What decides whether a workflow must run again: its spec and the repository files its jobs
     reference (python files). The same key with a succeeded run means: up to date."""
@@ -338,10 +357,13 @@ class WorkflowRunner:
 
     # -- a run -----------------------------------------------------------------------------
     def run(self, workflow: Resource, trigger: str, key: str | None = None) -> RunOutcome:
+        loading = time.perf_counter()
+        first_job = None  # when the first job was handed to the pool: the run's head is what came before
         repo_dir = self.ctx.repo_dir()
         key = key or trigger_key(workflow, repo_dir)
         jobs = {j["name"]: j for j in workflow.spec["workflow"]["dag"]}
         lake_bound = _load_runtimes(jobs)
+        entered = time.perf_counter()
         runs = self.store.runs
         previous = runs.unfinished(workflow.id, key) if trigger != "manual" else None
         done: dict[str, str] = {}
@@ -412,6 +434,7 @@ class WorkflowRunner:
                                               attempts.get(name, 0), previous is not None and name in attempts,
                                               run_info, recorder, depots)
                             running[fut] = name
+                            first_job = first_job or time.perf_counter()
                     if not running:
                         break
                     finished, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -425,6 +448,7 @@ class WorkflowRunner:
                     if s == PENDING:
                         status[n] = CANCELLED
                         recorder.submit(JobUpdate(run_id, n, dict(status=CANCELLED, message="the run was stopped")))
+            jobs_done = time.perf_counter()
             ok, run_status, message = self._summary(jobs, status, results, previous is not None)
             rows_in = sum(r.rows_in or 0 for r in results.values()) if results else None
             rows_out = sum(r.rows_out or 0 for r in results.values()) if results else None
@@ -436,7 +460,8 @@ class WorkflowRunner:
                 lake.close()
             finally:
                 recorder.close()
-        self._write_run_file(root, run_id, workflow, run_status, message, status)
+        bookkeeping = _bookkeeping(recorder.costs, results, loading, entered, first_job, jobs_done)
+        self._write_run_file(root, run_id, workflow, run_status, message, status, bookkeeping)
         self._emit_run_end(run_info, ok, None if ok else message)
         return RunOutcome(run_id, run_status, message, previous is not None, status, rows_in, rows_out)
 
@@ -589,9 +614,11 @@ class WorkflowRunner:
         return JobResult(False, message, retryable=False)
 
     def _write_run_file(self, root: Path, run_id: str, workflow: Resource, status: str, message: str,
-                        jobs: dict[str, str]) -> None:
-        """run.json beside the logs: `logs --follow` reads it without opening the state database."""
-        data = {"run_id": run_id, "workflow": workflow.id, "status": status, "message": message, "jobs": jobs}
+                        jobs: dict[str, str], bookkeeping: dict) -> None:
+        """run.json beside the logs: `logs --follow` reads it without opening the state database. Also the
+        run's account of its own bookkeeping (`_bookkeeping`): what `bench/workflow_bench.py` reports."""
+        data = {"run_id": run_id, "workflow": workflow.id, "status": status, "message": message, "jobs": jobs,
+                "bookkeeping": bookkeeping}
         tmp = root / ".run.json.tmp"
         tmp.write_text(json.dumps(data, indent=2))
         os.replace(tmp, root / "run.json")

@@ -93,6 +93,7 @@ class JobResult:
     sql: str | None = None  # the SQL that ran (for OpenLineage's SQL facet)
     external_id: str | None = None  # operator: the external engine's run id
     retryable: bool = True  # False for errors a retry cannot fix (bad SQL, missing file, schema)
+    lineage_s: float = 0.0  # seconds the job spent on column lineage on its own path (sql stack; the run's account)
 
 
 class Stack(Protocol):

@@ -285,7 +285,9 @@ class SqlStack:
             names = [c for c, _ in columns]
             # column lineage: a plain step's in line (~0.1 ms); else sqlglot's (pure Python, a few ms) on another
             # thread while DuckDB runs the write (it releases the GIL then): it does not add its ms to the job
+            tracing = time.perf_counter()
             traced = plain_column_lineage(steps, dict(inputs), source, names, schemas)
+            result.lineage_s += time.perf_counter() - tracing
             lineage = []
 
             def trace(source=source, names=names, lineage=lineage):
@@ -303,8 +305,10 @@ class SqlStack:
             result.outputs.append(written)
             ctx.log(f"output {address}: {rows} rows written ({mode}), {written.row_count} in the table, "
                     f"{time.monotonic() - started:.2f}s")
+            tracing = time.perf_counter()  # what is left of a background trace once the write is done
             result.column_lineage[address] = (traced if traced is not None else lineage[0].result() if lineage
                                               else column_lineage(steps, dict(inputs), source, names, schemas))
+            result.lineage_s += time.perf_counter() - tracing
         result.rows_out = rows_out
         result.message = (f"{len(result.outputs)} output(s), {rows_out} rows written" if outputs
                           else f"{len(steps)} step(s) ran; no outputs")

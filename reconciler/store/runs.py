@@ -12,6 +12,8 @@ run is resumed or abandoned). Like catalog writes, they do not move the state se
 from __future__ import annotations
 
 import json
+import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
@@ -33,6 +35,19 @@ _JOB_TYPES = {"stack": "VARCHAR", "status": "VARCHAR", "attempts": "INTEGER", "s
 _CHECK_COLUMNS = ("run_id", "job", "dataset", "name", "check_type", "severity", "passed", "failing_rows", "sample",
                   "message", "columns", "at")
 _CHECK_TYPES = ("VARCHAR",) * 6 + ("BOOLEAN", "BIGINT") + ("VARCHAR",) * 4
+
+
+@contextmanager
+def _timed(costs: dict | None, key: str):
+    """Add the seconds the block takes to costs[key] (a run's bookkeeping, see Runs.write); None: not timed."""
+    if costs is None:
+        yield
+        return
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        costs[key] = costs.get(key, 0.0) + time.perf_counter() - started
 
 
 @dataclass
@@ -243,26 +258,39 @@ class Runs:
         self.write([JobFinish(run_id, workflow_id, job, result, attempts, owner, workspace, tags,
                               column_tags or {}, ended)])
 
-    def write(self, items: list[RunStart | JobUpdate | JobFinish | RunEnd], findings: bool = True) -> None:
+    def write(self, items: list[RunStart | JobUpdate | JobFinish | RunEnd], findings: bool = True,
+              costs: dict | None = None) -> None:
         """Run starts, job updates, finished jobs and run ends, in order, in one transaction.
 
         A finished job's row takes its findings (lineage, the lake tables it wrote, quality results,
         profiles) as one JSON value, durable with its status. `findings`: also write every pending
         finding of these runs out into its tables now (else that waits for the run's end or a crash's
         recovery: ~10 statements for any number of jobs instead of per batch). A run's end always writes
-        out its findings first."""
+        out its findings first.
+
+        `costs` (the runner's account of its bookkeeping): seconds added under `records` (the run and job
+        rows and the commit), `lineage`, `catalog`, `profiles` and `quality` (the findings written out), and
+        one more under `commits`."""
         if items:
             ends = [item for item in items if isinstance(item, RunEnd)]
+            started = time.perf_counter()
+            parts = {} if costs is not None else None
             with self._tx() as (conn, _):
                 for item in items:
                     if isinstance(item, RunStart):  # a run's start comes before any of its jobs' updates
                         self._start(conn, item)
                 self._write(conn, [item for item in items if not isinstance(item, (RunStart, RunEnd))])
-                self._write_findings(conn, sorted({item.run_id for item in (items if findings else ends)}))
+                self._write_findings(conn, sorted({item.run_id for item in (items if findings else ends)}), parts)
                 for end in ends:
                     conn.execute("UPDATE runs SET status = ?, message = ?, ended_at = ?, rows_in = ?, rows_out = ? "
                                  "WHERE run_id = ?", [end.status, end.message, now(), end.rows_in, end.rows_out,
                                                       end.run_id])
+            if costs is not None:
+                for key, took in parts.items():
+                    costs[key] = costs.get(key, 0.0) + took
+                costs["records"] = (costs.get("records", 0.0) + time.perf_counter() - started
+                                    - sum(parts.values()))
+                costs["commits"] = costs.get("commits", 0) + 1
 
     def _write(self, conn, items: list[JobUpdate | JobFinish]) -> None:
         # each job row's columns as the items leave them, in order (a later value wins)
@@ -281,7 +309,7 @@ class Runs:
             rows.setdefault((item.run_id, item.job), {}).update(values)
         self._update_jobs(conn, rows)
 
-    def _write_findings(self, conn, run_ids: list[str]) -> None:
+    def _write_findings(self, conn, run_ids: list[str], costs: dict | None = None) -> None:
         """The pending findings of these runs, in the order their jobs ended (an upstream job's before its
         dependents': a column's tags follow the data downstream), written out and cleared in one go."""
         if not run_ids:
@@ -290,19 +318,29 @@ class Runs:
                                "findings IS NOT NULL ORDER BY ended_at, job", [run_ids]).fetchall()
         if not pending:
             return
-        self._write_out(conn, [_finish_from_json(text) for text, in pending])
+        self._write_out(conn, [_finish_from_json(text) for text, in pending], costs)
         conn.execute("UPDATE jobs SET findings = NULL WHERE list_contains($1::VARCHAR[], run_id) "
                      "AND findings IS NOT NULL", [run_ids])
 
-    def _write_out(self, conn, finished: list[tuple[_Found, str]]) -> None:
-        # a failed quality job still found something: its failing checks count against quality SLOs
-        insert_rows(conn, "quality_results", _CHECK_COLUMNS, _CHECK_TYPES, [
-            (f.run_id, f.job, c["dataset"], c["name"], c["check"], c["severity"], c["passed"], c["failing_rows"],
-             json.dumps(c["sample"], default=str), c["message"], json.dumps(c["columns"]), t)
-            for f, t in finished for c in f.result["checks"]])
+    def _write_out(self, conn, finished: list[tuple[_Found, str]], costs: dict | None = None) -> None:
+        with _timed(costs, "quality"):
+            # a failed quality job still found something: its failing checks count against quality SLOs
+            insert_rows(conn, "quality_results", _CHECK_COLUMNS, _CHECK_TYPES, [
+                (f.run_id, f.job, c["dataset"], c["name"], c["check"], c["severity"], c["passed"],
+                 c["failing_rows"], json.dumps(c["sample"], default=str), c["message"], json.dumps(c["columns"]), t)
+                for f, t in finished for c in f.result["checks"]])
         done = {(f.workflow_id, f.job): (f, t) for f, t in finished if f.result["ok"]}  # the last of a job wins
         if not done:
             return
+        with _timed(costs, "lineage"):
+            self._write_lineage(conn, done)
+        with _timed(costs, "profiles"):
+            self._write_profiles(conn, done)
+        with _timed(costs, "catalog"):
+            self._write_catalog(conn, done)
+
+    @staticmethod
+    def _write_lineage(conn, done: dict) -> None:
         for table in ("lineage_edges", "column_lineage"):
             for workflow_id in {w for w, _ in done}:
                 jobs = [j for w, j in done if w == workflow_id]
@@ -319,6 +357,9 @@ class Runs:
                     ("VARCHAR",) * 6, edges)
         insert_rows(conn, "column_lineage", ("target", "target_column", "source", "source_column",
                                              "workflow_id", "job", "run_id"), ("VARCHAR",) * 7, col_edges)
+
+    @staticmethod
+    def _write_profiles(conn, done: dict) -> None:
         profiles = {address: (stats, f.run_id, t) for f, t in done.values()
                     for address, stats in f.result["profiles"].items()}
         if profiles:
@@ -326,6 +367,8 @@ class Runs:
             insert_rows(conn, "column_profiles", ("address", "column_name", "stats", "run_id", "at"),
                         ("VARCHAR",) * 5, [(address, s.get("column"), json.dumps(s, default=str), run_id, t)
                                            for address, (stats, run_id, t) in profiles.items() for s in stats])
+
+    def _write_catalog(self, conn, done: dict) -> None:
         # the lake tables written, each job's in turn: a job's columns inherit the tags of the columns
         # they come from, also of a table an earlier job of this batch wrote
         written: dict[str, dict[str, set[str]]] = {}  # address -> column (lower case) -> tags, this batch

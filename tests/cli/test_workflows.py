@@ -1,6 +1,7 @@
 """Workflows that really run: through the real CLI on real repos and a real DuckDB lake."""
 import json
 import signal
+from pathlib import Path
 
 import duckdb
 import pytest
@@ -77,6 +78,12 @@ def test_sample_repo_workflow_runs_end_to_end(sample_repo, state_dir):
     clean_cols = run_cli("get", "lineage", "lake://payments/transactions_clean", "--state-dir", state_dir, "-o", "json").json
     assert any(c["target_column"] == "merchant_name" and c["source"] == "depot://merchants/merchants"
                and c["source_column"] == "name" for c in clean_cols["columns"])
+    # the run's own account of its bookkeeping, beside its logs (what bench/workflow_bench.py reports)
+    run_dir = next(Path(j["log_path"]).parent for j in run["jobs"] if j["log_path"])
+    books = json.loads((run_dir / "run.json").read_text())["bookkeeping"]
+    assert set(books) == {"records", "commits", "quality", "lineage", "profiles", "catalog", "lineage_traced",
+                          "imports", "head", "tail"}, books
+    assert books["commits"] >= 1 and all(v > 0 for k, v in books.items() if k != "commits"), books
     # logs, and `get` shows the schedule's next fire time
     r = run_cli("logs", "transactions-daily", "-w", "payments", "--job", "fraud-score", "--state-dir", state_dir)
     assert r.code == 0 and "succeeded" in r.out, r

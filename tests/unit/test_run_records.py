@@ -125,7 +125,8 @@ def test_the_recorder_lingers_for_company_but_a_waiter_cuts_it_short(tmp_path, m
     writes: list[int] = []
     real_write = store.runs.write
     monkeypatch.setattr(store.runs, "write",
-                        lambda items, findings=True: (writes.append(len(items)), real_write(items, findings)))
+                        lambda items, findings=True, costs=None: (writes.append(len(items)),
+                                                                  real_write(items, findings, costs)))
     monkeypatch.setattr(_Recorder, "LINGER", 3600.0)
     recorder = _Recorder(store)
     items = _items()
@@ -143,6 +144,27 @@ def test_the_recorder_lingers_for_company_but_a_waiter_cuts_it_short(tmp_path, m
     assert _dump(store) == _dump(expected)
     store.close()
     expected.close()
+
+
+def test_a_write_accounts_for_its_parts_and_leaves_the_same_tables(tmp_path):
+    """The runner's account of its bookkeeping (run.json's `bookkeeping`): each write adds its seconds by part
+    and one commit; timing it changes nothing it writes."""
+    timed, untimed = _store(tmp_path / "t"), _store(tmp_path / "u")
+    costs: dict = {}
+    items = _items()
+    timed.runs.write(items[:4], findings=False, costs=costs)
+    assert set(costs) == {"records", "commits"} and costs["commits"] == 1  # no findings written out yet
+    timed.runs.write(items[4:], costs=costs)
+    assert costs["commits"] == 2
+    assert set(costs) == {"records", "commits", "quality", "lineage", "profiles", "catalog"}
+    assert all(costs[k] > 0 for k in ("records", "quality", "lineage", "profiles", "catalog"))
+    untimed.runs.write(items[:4], findings=False)
+    untimed.runs.write(items[4:])
+    got, want = _dump(timed), _dump(untimed)
+    for table in TABLES:
+        assert got[table] == want[table], table
+    timed.close()
+    untimed.close()
 
 
 def test_findings_wait_in_the_job_rows_until_the_run_ends(tmp_path):
