@@ -298,8 +298,9 @@ def _bookkeeping(costs: dict, results: dict, loading: float, entered: float, fir
     """A run's account of what it spent beside its jobs' own work, in seconds (run.json's `bookkeeping`).
 
     `imports`: the stacks' modules loaded before the run (a cost of the process: the daemon pays it once, a
-    fresh `apply` for its first run; see _load_runtimes); `head`: from then to the run's first job; `tail`: from its last job's end to its records durable
-    (the recorder's last commit, with the findings written out); both are on the run's critical path.
+    fresh `apply` for its first run; see _load_runtimes). `head`: from then to the run's first job; `tail`:
+    from its last job's end to its records durable (the recorder's last commit, with the findings written
+    out); both are on the run's critical path.
     `records` (run and job rows, with their commits: `commits`), `lineage`, `catalog`, `profiles` and
     `quality` (the findings written out into their tables) are the recorder's, on a thread of its own, so
     mostly beside the jobs; `lineage_traced` is column lineage worked out on the jobs' own paths."""
