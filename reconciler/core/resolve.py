@@ -820,7 +820,13 @@ class RestoredResource(Resource):
 
 
 class _RestoredOrigins(dict):
-    """id -> _Doc, built from the snapshot's rows on first use."""
+    """id -> _Doc, built from the snapshot's rows on first use.
+
+    A whole mapping to whoever walks it: iterating, `items()` and `len()` cover every id, the snapshot's rows
+    (in their order) and those added since, as the fresh resolver's dict would. A walk that saw only the
+    entries built so far made `export_state` of a restored resolver drop every resource nothing had looked
+    at: a snapshot saved after an update of 64 files or more held those files' resources alone, and the
+    next command that restored it failed (KeyError) planning the others."""
 
     def __init__(self, rows: dict[str, tuple]):
         super().__init__()
@@ -837,6 +843,25 @@ class _RestoredOrigins(dict):
     def __delitem__(self, rid: str) -> None:
         self._rows.pop(rid, None)
         dict.pop(self, rid, None)
+
+    def __iter__(self):
+        yield from list(self._rows)
+        yield from [rid for rid in dict.keys(self) if rid not in self._rows]
+
+    def __len__(self) -> int:
+        return len(self._rows) + sum(1 for rid in dict.keys(self) if rid not in self._rows)
+
+    def keys(self):
+        return list(self)
+
+    def items(self):
+        return [(rid, self[rid]) for rid in self]
+
+    def values(self):
+        return [self[rid] for rid in self]
+
+    def get(self, rid, default=None):
+        return self[rid] if rid in self else default
 
 
 class _RestoredValidations(dict):

@@ -508,3 +508,38 @@ def test_plans_after_a_cached_one_on_a_working_tree_a_bad_ref_and_no_change(git_
     edited = run_cli("plan", "--repo", plain, "--state-dir", state, "-o", "json")
     assert actions(edited) == actions(run_cli("plan", "--repo", plain, "--state-dir", tmp_path / "fresh", "-o", "json"))
     assert any("amount > 5" in json.dumps(a["resource"]["spec"]) for a in edited.json["actions"] if "resource" in a)
+
+
+def _workflows(n: int, threshold: int = 0) -> dict:
+    """n workflows, each writing a lake table of its own from the raw depot."""
+    return {f"workflows/w{i}.yaml": f"""version: v1
+type: workflow
+name: w{i}
+workspace: payments
+workflow:
+  dag:
+    - name: clean
+      stack: sql
+      spec:
+        inputs: [{{name: raw, dataset: "depot://raw/transactions"}}]
+        steps: [{{name: valid, sql: "SELECT * FROM raw WHERE amount > {threshold}"}}]
+        outputs: [{{from: valid, dataset: "lake://payments/out_{i}", mode: overwrite}}]
+""" for i in range(n)}
+
+
+def test_a_snapshot_saved_after_a_wide_update_holds_every_resource(git_repo, state_dir, tmp_path):
+    """A plan restores the last snapshot and updates it to its commit; once 64 files or more changed since that
+    snapshot, it saves the updated one. That snapshot must hold every resource, also the ones nothing looked
+    at: it held only the changed files' (a restored resolver exported what it had read), and the next plan
+    failed with an internal error (KeyError) or, worse, would have planned without the others."""
+    git_repo.commit(repos.basic(**_workflows(70)))
+    assert cli(git_repo, state_dir, "plan").code == 0  # cold: saves the first snapshot
+    git_repo.commit(_workflows(70, threshold=1))  # 70 files edited: the snapshot updated, then saved again
+    wide = cli(git_repo, state_dir, "plan", "-o", "json")
+    assert wide.code == 0 and len(wide.json["actions"]) == 74, wide  # nothing applied: every resource a create
+    git_repo.commit({"workflows/w0.yaml": _workflows(1, threshold=2)["workflows/w0.yaml"]})
+    after = cli(git_repo, state_dir, "plan", "-o", "json")
+    cold = cli(git_repo, tmp_path / "cold", "plan", "-o", "json")
+    assert after.code == 0 and cold.code == 0, after
+    summary = lambda r: sorted((a["action"], a["id"]) for a in r.json["actions"])  # noqa: E731
+    assert summary(after) == summary(cold) and len(summary(after)) == 74
