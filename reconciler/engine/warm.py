@@ -268,6 +268,16 @@ class WarmPlanner:
         self._changed_since_saved = set()
         return True
 
+    def let_go(self) -> None:
+        """After an apply that read many specs (a restored resource keeps its spec once read: a first sync of
+        10,000 resources read them all, ~35 MB the daemon then held for good): rebuild the resolver from its
+        own state, so that they go, with the last plan's basis; the next plan compares every resource once
+        (~4 ms at 10,000). For a compact planner (the daemon), when it is idle."""
+        if not self.compact or self.resolver is None or self.source is None:
+            return
+        self._basis = self._position = None
+        self._compact()
+
     def _compact(self) -> None:
         """Swap the resolver for one rebuilt from its own exported state, and let go of everything parsed."""
         if not self.cache.save() and self.cache.dirty:

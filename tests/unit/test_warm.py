@@ -212,6 +212,22 @@ def test_an_isolated_planner_resolves_in_a_child_process_and_plans_what_a_cold_p
     assert warm.full_resolves >= 3 and warm.incremental >= 1
 
 
+def test_letting_go_of_the_specs_an_apply_read_keeps_every_plan_the_same(repo, tmp_path):
+    """An apply reads every resource's spec, which a restored resource then keeps; the daemon lets them go when
+    idle (WarmPlanner.let_go). Afterwards no spec is in memory and plans still agree with a cold plan."""
+    state = tmp_path / "state"
+    warm = WarmPlanner(state, compact=True, isolate=True)
+    head = str(repo.repo.head.target)
+    records = applied(warm.plan(GitSource(repo.repo, head), {}, serial=0))  # the apply reads every spec
+    assert all(r.spec_in_memory for r in warm.resolver.out.resources.values())
+    warm.let_go()
+    assert not any(r.spec_in_memory for r in warm.resolver.out.resources.values())
+    assert summary(warm.plan(GitSource(repo.repo, head), records, serial=1)) == []  # nothing to do, as before
+    commit = repo.commit(EDITS[0](1))
+    got = warm.plan(GitSource(repo.repo, commit), records, serial=1)
+    assert summary(got) == summary(cold_plan(repo, commit, state, records)) != []
+
+
 @pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork")
 @pytest.mark.parametrize("seed", range(2))
 def test_a_helper_validates_the_changed_files_and_the_plan_is_the_same(repo, tmp_path, monkeypatch, seed):
