@@ -511,20 +511,10 @@ def test_plans_after_a_cached_one_on_a_working_tree_a_bad_ref_and_no_change(git_
 
 
 def _workflows(n: int, threshold: int = 0) -> dict:
-    """n workflows, each writing a lake table of its own from the raw depot."""
-    return {f"workflows/w{i}.yaml": f"""version: v1
-type: workflow
-name: w{i}
-workspace: payments
-workflow:
-  dag:
-    - name: clean
-      stack: sql
-      spec:
-        inputs: [{{name: raw, dataset: "depot://raw/transactions"}}]
-        steps: [{{name: valid, sql: "SELECT * FROM raw WHERE amount > {threshold}"}}]
-        outputs: [{{from: valid, dataset: "lake://payments/out_{i}", mode: overwrite}}]
-""" for i in range(n)}
+    """n copies of the basic workflow, each writing lake tables of its own."""
+    return {f"workflows/w{i}.yaml": repos.WORKFLOW.replace("name: daily", f"name: w{i}")
+            .replace("lake://payments/valid", f"lake://payments/out_{i}").replace("amount > 0", f"amount > {threshold}")
+            for i in range(n)}
 
 
 def test_a_snapshot_saved_after_a_wide_update_holds_every_resource(git_repo, state_dir, tmp_path):
